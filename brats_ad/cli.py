@@ -1,0 +1,177 @@
+"""The ``brats-ad`` command line: thin subcommands that parse, resolve and call one library function.
+
+Start-up stays light: this module imports only the standard library at import time, and each
+subcommand imports what it needs when it runs, so ``--help`` and ``plugins`` never import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from brats_ad import __version__
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+# -- brats-ad plugins ------------------------------------------------------------------------------
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    from brats_ad.plugins import load_registries, make_plugin_manager
+    from brats_ad.registry import KINDS
+
+    pm = make_plugin_manager()
+    registries = load_registries(pm)
+    kinds = [args.kind] if args.kind else list(KINDS)
+    entries = [entry for kind in kinds for entry in registries.of(kind)]
+    plugins = []
+    for name, plugin in pm.list_name_plugin():
+        if plugin is None:
+            continue
+        source = pm.sources.get(name)
+        hooks = sorted(caller.name for caller in (pm.get_hookcallers(plugin) or []))
+        plugins.append(
+            {
+                "name": name,
+                "distribution": source.distribution if source else None,
+                "version": source.version if source else None,
+                "hooks": hooks,
+            }
+        )
+    if args.json:
+        payload = {
+            "brats_ad_version": __version__,
+            "components": [entry.to_dict() for entry in entries],
+            "plugins": plugins,
+        }
+        sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True, default=list) + "\n")
+        return 0
+
+    from rich.table import Table
+
+    console = _console()
+    table = Table(title=f"brats-ad {__version__} components", show_lines=False)
+    for column in ("kind", "name", "dims", "provides / requires", "description", "source"):
+        table.add_column(column, overflow="fold")
+    for entry in entries:
+        contract = ", ".join(sorted(entry.provides)) if entry.provides else ""
+        if entry.requires:
+            contract = (contract + "; " if contract else "") + "needs " + ", ".join(sorted(entry.requires))
+        version = f" {entry.source.version}" if entry.source.version else ""
+        table.add_row(
+            entry.kind.rstrip("s"),
+            entry.name,
+            "/".join(f"{d}D" for d in sorted(entry.dims)),
+            contract,
+            entry.help,
+            f"{entry.source.distribution}{version}",
+        )
+    console.print(table)
+    plugin_table = Table(title="plugins (loaded in this order)")
+    for column in ("plugin", "distribution", "version", "hooks"):
+        plugin_table.add_column(column, overflow="fold")
+    for plugin in plugins:
+        plugin_table.add_row(
+            plugin["name"],
+            plugin["distribution"] or "",
+            plugin["version"] or "",
+            ", ".join(hook.removeprefix("brats_ad_") for hook in plugin["hooks"]),
+        )
+    console.print(plugin_table)
+    return 0
+
+
+# -- brats-ad synth --------------------------------------------------------------------------------
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from brats_ad.data.synthetic import write_synthetic_dataset
+
+    written = write_synthetic_dataset(
+        Path(args.out), cases=args.cases, seed=args.seed,
+        healthy_fraction=args.healthy_fraction, progress=not args.quiet,
+    )
+    if not args.quiet:
+        _console().print(f"[green]{len(written)} synthetic cases[/] in {args.out}")
+    return 0
+
+
+# -- brats-ad prepare ------------------------------------------------------------------------------
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from brats_ad.data.prepare import prepare_from_cli
+
+    return prepare_from_cli(
+        data=Path(args.data),
+        dataset=args.dataset,
+        modalities=args.modalities,
+        pipeline=args.pipeline,
+        cache=Path(args.cache),
+        workers=args.workers,
+        skip_bad=args.skip_bad,
+        console=_console(),
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="brats-ad",
+        description="Benchmark unsupervised brain-tumour anomaly detection on BraTS MRI.",
+    )
+    parser.add_argument("--version", action="version", version=f"brats-ad {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("plugins", help="list registered datasets, preprocessors, models, scorers, metrics, executors")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--kind",
+        choices=("datasets", "preprocessors", "models", "scorers", "metrics", "executors"),
+        help="list one kind only",
+    )
+    p.set_defaults(func=_cmd_plugins)
+
+    p = sub.add_parser("synth", help="write the embedded synthetic BraTS-2021-layout dataset")
+    p.add_argument("--out", required=True, help="output folder (created; existing cases are kept)")
+    p.add_argument("--cases", type=int, default=24, help="number of cases (default: 24)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--healthy-fraction", type=float, default=0.25, help="fraction of tumour-free cases (default: 0.25)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("prepare", help="preprocess a dataset once into the on-disk cache (resumable)")
+    p.add_argument("--data", required=True, help="dataset folder (e.g. BraTS2021_Training_Data)")
+    p.add_argument("--dataset", default="brats", help="dataset plugin (default: brats; see 'brats-ad plugins')")
+    p.add_argument("--modalities", nargs="+", help="subset of t1 t1ce t2 flair (2023 names accepted); default: all")
+    p.add_argument("--pipeline", default=None, help="pipeline name (brats, healthy) or a TOML file; default: the dataset's own")
+    p.add_argument("--cache", default=".brats-ad-cache", help="cache folder (default: ./.brats-ad-cache)")
+    p.add_argument("--workers", type=int, default=1, help="parallel worker processes (default: 1)")
+    p.add_argument("--skip-bad", action="store_true", help="record and skip bad cases instead of stopping")
+    p.set_defaults(func=_cmd_prepare)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    from brats_ad.errors import BratsAdError
+
+    try:
+        return int(args.func(args) or 0)
+    except BratsAdError as exc:
+        from rich.markup import escape
+
+        _console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}")
+        return 2
+    except KeyboardInterrupt:
+        _console(stderr=True).print("[yellow]interrupted[/]: finished work is kept; rerun to resume")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
