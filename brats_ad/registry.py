@@ -119,7 +119,7 @@ class Entry:
 
 def _did_you_mean(name: str, known: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(known), n=1)
-    return f"; did you mean {close[0]!r}" if close else ""
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 class Registry:
@@ -187,7 +187,7 @@ class Registry:
         except KeyError:
             known = ", ".join(sorted(self._entries)) or "(none)"
             raise UnknownComponent(
-                f"no {_SINGULAR[self.kind]} {name!r}{_did_you_mean(name, self._entries)}. "
+                f"no {_SINGULAR[self.kind]} {name!r}{_did_you_mean(name, self._entries) or '.'} "
                 f"Known: {known}. Missing plugin? Run 'brats-ad plugins'."
             ) from None
 
@@ -221,7 +221,9 @@ class Registries:
 
     def of(self, kind: str) -> Registry:
         if kind not in KINDS:
-            raise UnknownComponent(f"no component kind {kind!r}{_did_you_mean(kind, KINDS)}. Known: {', '.join(KINDS)}.")
+            raise UnknownComponent(
+                f"no component kind {kind!r}{_did_you_mean(kind, KINDS) or '.'} Known: {', '.join(KINDS)}."
+            )
         return getattr(self, kind)
 
     def entries(self) -> list[Entry]:

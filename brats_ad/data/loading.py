@@ -1,0 +1,256 @@
+"""Read a discovered :class:`Case` into a :class:`Scan`, checking everything a bad file can break.
+
+Discovery never opens files, so this is where a truncated download, a 4-D series, modalities on
+different grids, NaN voxels, a blank volume or a foreign label map surfaces -- each as one
+:class:`DataError` line naming the case, the file and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from brats_ad.data.scan import Case, Scan, canonical_modality
+from brats_ad.errors import DataError
+
+#: Allowed segmentation labels per naming (whole tumour = seg > 0).
+SEG_LABELS: dict[str, frozenset[int]] = {
+    "brats2021": frozenset({0, 1, 2, 4}),
+    "brats2023": frozenset({0, 1, 2, 3}),
+    "custom": frozenset({0, 1, 2, 3, 4}),
+}
+#: Largest world-coordinate difference (mm) between two affines still taken as the same grid.
+AFFINE_TOLERANCE_MM = 1e-3
+_BRATS_NAMINGS = ("brats2021", "brats2023")
+
+
+def load_case(case: Case, modalities: Sequence[str] | None = None) -> Scan:
+    """Load ``case`` as a float32 ``(C, X, Y, Z)`` scan in the order of ``modalities``.
+
+    ``modalities`` defaults to the case's own (the dataset's choice). BraTS cases (zero
+    background, skull-stripped) get ``brain_mask = any(channel != 0)``; other namings get
+    ``None`` so the skull-stripping step computes it. BraTS modalities must share one voxel
+    grid; other namings (raw healthy-control scans) are resampled onto the first modality's grid
+    by their headers, for the co-registration step to refine.
+    """
+    mods = _requested(case, modalities)
+    brats = case.naming in _BRATS_NAMINGS
+    paths = [Path(case.images[m]) for m in mods]
+
+    first, ref_affine = _read_volume(case, paths[0])
+    shape = first.shape
+    image = np.empty((len(mods), *shape), dtype=np.float32)
+    resampled: list[str] = []
+    for c, (mod, path) in enumerate(zip(mods, paths)):
+        if c == 0:
+            data = first
+        else:
+            data, affine = _read_volume(case, path)
+            if not _same_grid(data.shape, affine, shape, ref_affine):
+                if brats:
+                    raise DataError(_grid_message(case, path, data.shape, affine, paths[0], shape, ref_affine))
+                data = _resample(data, affine, shape, ref_affine)
+                resampled.append(mod)
+        image[c] = data  # the one cast to float32
+        _check_values(case, path, data, image[c])
+        del data
+    del first
+
+    seg = _load_seg(case, shape, ref_affine) if case.seg is not None else None
+    brain_mask = None
+    if brats:
+        brain_mask = image[0] != 0
+        for c in range(1, len(mods)):
+            brain_mask |= image[c] != 0
+
+    meta: dict[str, Any] = {
+        "dataset": case.dataset,
+        "naming": case.naming,
+        "original_shape": list(shape),
+        "original_affine": np.asarray(ref_affine, dtype=float).tolist(),
+        "source_files": _sources(case, mods),
+    }
+    if resampled:
+        meta["resampled_to_grid_of"] = {"reference": mods[0], "modalities": resampled}
+    return Scan(
+        case_id=case.case_id,
+        image=image,
+        modalities=mods,
+        affine=np.asarray(ref_affine, dtype=np.float64),
+        seg=seg,
+        brain_mask=brain_mask,
+        meta=meta,
+    )
+
+
+def _requested(case: Case, modalities: Sequence[str] | None) -> tuple[str, ...]:
+    if modalities is None:
+        mods = tuple(case.images)
+    else:
+        if isinstance(modalities, str):
+            modalities = (modalities,)
+        mods = tuple(canonical_modality(m) for m in modalities)
+    if not mods:
+        raise DataError(f"case {case.case_id}: no modality to load; pass at least one modality")
+    missing = [m for m in mods if m not in case.images]
+    if missing:
+        have = ", ".join(case.images) or "none"
+        raise DataError(
+            f"case {case.case_id}: modality {missing[0]!r} was not discovered (the case has {have}); "
+            "add it to the dataset's modalities"
+        )
+    return mods
+
+
+def _read_volume(case: Case, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The voxel array (on-disk dtype, scaling applied) and affine of one 3-D NIfTI."""
+    import nibabel as nib
+
+    try:
+        img = nib.load(path)
+        # asanyarray keeps the stored dtype (int16 for BraTS): we cast once, into the output.
+        data = np.asanyarray(img.dataobj)
+        affine = np.asarray(img.affine, dtype=np.float64)
+    except MemoryError:
+        raise
+    except FileNotFoundError:
+        raise DataError(
+            f"case {case.case_id}: file {path} disappeared after discovery; restore it or rerun"
+        ) from None
+    except Exception as exc:  # nibabel, gzip, zlib, EOF and OS errors all mean "unreadable"
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise DataError(
+            f"case {case.case_id}: cannot read {path} ({reason}); the file is corrupt or "
+            "truncated - download or extract it again"
+        ) from None
+    if data.dtype.kind not in "biuf":
+        raise DataError(
+            f"case {case.case_id}: {path} stores {data.dtype} voxels, expected real numbers; "
+            "convert it to a scalar (grey-level) NIfTI"
+        )
+    while data.ndim > 3 and data.shape[-1] == 1:  # (X, Y, Z, 1) as some tools write
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise DataError(
+            f"case {case.case_id}: {path} has shape {tuple(data.shape)}, expected one 3-D volume "
+            "(X, Y, Z); extract a single volume (e.g. fslroi) and point the case at it"
+        )
+    if not np.isfinite(affine).all():
+        raise DataError(
+            f"case {case.case_id}: {path} has a non-finite affine; fix its NIfTI header "
+            "(sform/qform)"
+        )
+    return data, affine
+
+
+def _same_grid(shape: tuple, affine: np.ndarray, ref_shape: tuple, ref_affine: np.ndarray) -> bool:
+    return tuple(shape) == tuple(ref_shape) and _affine_gap_mm(affine, ref_affine, shape) <= AFFINE_TOLERANCE_MM
+
+
+def _affine_gap_mm(a: np.ndarray, b: np.ndarray, shape: tuple) -> float:
+    """Largest world-position difference (mm) of the grid's corner voxels under two affines."""
+    corners = np.array(
+        [[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)]
+    )
+    return float(np.abs(corners @ (a - b).T)[:, :3].max())
+
+
+def _grid_message(
+    case: Case, path: Path, shape: tuple, affine: np.ndarray, ref_path: Path, ref_shape: tuple,
+    ref_affine: np.ndarray,
+) -> str:
+    if tuple(shape) != tuple(ref_shape):
+        what = f"has shape {tuple(shape)} but {ref_path.name} has {tuple(ref_shape)}"
+    else:
+        gap = _affine_gap_mm(affine, ref_affine, shape)
+        what = f"has an affine up to {gap:.3g} mm away from that of {ref_path.name}"
+    return (
+        f"case {case.case_id}: {path} {what}; BraTS modalities must share one voxel grid - "
+        "re-export the case co-registered, or drop the modality"
+    )
+
+
+def _resample(data: np.ndarray, affine: np.ndarray, shape: tuple, ref_affine: np.ndarray) -> np.ndarray:
+    """Trilinear resampling onto the reference grid, in world space (nibabel + scipy)."""
+    import nibabel as nib
+    from nibabel.processing import resample_from_to
+
+    img = nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine)
+    out = resample_from_to(img, (tuple(shape), ref_affine), order=1, mode="constant", cval=0.0)
+    return np.asarray(out.dataobj, dtype=np.float32)
+
+
+def _check_values(case: Case, path: Path, raw: np.ndarray, channel: np.ndarray) -> None:
+    """Non-finite voxels (possible only for float files) and blank volumes are errors."""
+    if raw.dtype.kind == "f":
+        finite = np.isfinite(channel)
+        if not finite.all():
+            bad = int(finite.size - np.count_nonzero(finite))
+            raise DataError(
+                f"case {case.case_id}: {path} has {bad} NaN/Inf voxels; re-export the scan or "
+                "replace them (e.g. numpy.nan_to_num) before benchmarking"
+            )
+    low, high = channel.min(), channel.max()
+    if low == high:
+        raise DataError(
+            f"case {case.case_id}: {path} is blank (every voxel = {float(low):g}); the image holds "
+            "no brain - export it again or remove the case"
+        )
+
+
+def _load_seg(case: Case, shape: tuple, ref_affine: np.ndarray) -> np.ndarray:
+    """The label map as uint8, on the image grid, with labels allowed for the case's naming."""
+    path = Path(case.seg)  # type: ignore[arg-type]
+    data, affine = _read_volume(case, path)
+    if tuple(data.shape) != tuple(shape):
+        raise DataError(
+            f"case {case.case_id}: segmentation {path} has shape {tuple(data.shape)} but the images "
+            f"have {tuple(shape)}; use the segmentation made for this case"
+        )
+    gap = _affine_gap_mm(affine, ref_affine, shape)
+    if gap > AFFINE_TOLERANCE_MM:
+        # Same shape: voxel-aligned in practice (BraTS labels are drawn on the image grid), and
+        # some releases carry slightly different seg headers, so warn rather than refuse.
+        warnings.warn(
+            f"case {case.case_id}: segmentation {path} affine differs from the images' by up to "
+            f"{gap:.3g} mm; using it voxel-aligned with the images",
+            stacklevel=3,
+        )
+    if data.dtype.kind not in "iub":  # float label maps: only whole numbers are labels
+        finite = np.isfinite(data)
+        if not finite.all() or not np.array_equal(data, np.round(data)):
+            raise DataError(
+                f"case {case.case_id}: segmentation {path} holds non-integer values; expected a "
+                "label map - check that this is the seg file, not a probability map"
+            )
+    allowed = SEG_LABELS.get(case.naming, SEG_LABELS["custom"])
+    low, high = data.min(), data.max()
+    if low < 0 or high > 255:
+        labels = sorted({int(low), int(high)})
+    else:
+        seg = data.astype(np.uint8, copy=False)
+        labels = [int(v) for v in np.flatnonzero(np.bincount(seg.ravel(), minlength=256))]
+        if set(labels) <= allowed:
+            return np.ascontiguousarray(seg)
+    unexpected = sorted(set(labels) - allowed)
+    raise DataError(
+        f"case {case.case_id}: segmentation {path} has labels {unexpected} outside "
+        f"{sorted(allowed)} expected for {case.naming} naming; check that the file is this "
+        "case's BraTS segmentation (or rename the case to its real naming)"
+    )
+
+
+def _sources(case: Case, mods: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Provenance for the cache: path, size and mtime of every file read."""
+    files = {m: Path(case.images[m]) for m in mods}
+    if case.seg is not None:
+        files["seg"] = Path(case.seg)
+    out = {}
+    for role, path in files.items():
+        st = os.stat(path)
+        out[role] = {"path": str(path), "size": st.st_size, "mtime": st.st_mtime}
+    return out
