@@ -116,6 +116,18 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     )
 
 
+# -- brats-ad train --------------------------------------------------------------------------------
+def _cmd_train(args: argparse.Namespace) -> int:
+    from brats_ad.train.run import train_from_config
+
+    console = _console()
+    checkpoint = train_from_config(
+        Path(args.config), progress=not args.quiet, resume=not args.no_resume, console=console
+    )
+    console.print(f"[green]checkpoint[/] {checkpoint}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="brats-ad",
@@ -150,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes (default: 1)")
     p.add_argument("--skip-bad", action="store_true", help="record and skip bad cases instead of stopping")
     p.set_defaults(func=_cmd_prepare)
+
+    p = sub.add_parser("train", help="train one model on prepared data and write its checkpoint (resumable)")
+    p.add_argument("--config", required=True, help="train TOML (see benchmarks/configs/train_ganomaly_2d.toml)")
+    p.add_argument("--no-resume", action="store_true", help="start afresh instead of continuing from last.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_train)
     return parser
 
 

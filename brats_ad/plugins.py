@@ -48,6 +48,8 @@ hookimpl = pluggy.HookimplMarker("brats_ad")
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "brats_ad.data.plugin",
     "brats_ad.preprocess.plugin",
+    "brats_ad.models.plugin",
+    "brats_ad.metrics.plugin",
 )
 
 _TRUE = {"1", "true", "yes", "on"}

@@ -96,9 +96,10 @@ class Entry:
             )
         return {**self.params, **overrides}
 
-    def create(self, **overrides: Any) -> Any:
-        """Instantiate the factory with defaults updated by ``overrides``."""
-        return self.load()(**self.resolve_params(overrides))
+    def create(self, *args: Any, **overrides: Any) -> Any:
+        """Call the factory with ``args`` (e.g. a dataset's root folder) and the parameters:
+        defaults updated by ``overrides``."""
+        return self.load()(*args, **self.resolve_params(overrides))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description (used by ``brats-ad plugins --json`` and results rows)."""

@@ -9,6 +9,7 @@ Both are then block-averaged 2x2x2 (the z axis padded from 155 to 156 first) to 
   t1_head_2mm.nii.gz        uint8, mean T1 intensity of each 2 mm block (skull kept), scaled
                             so its 99.9th percentile is 255
   brain_fraction_2mm.nii.gz uint8, 255 x the fraction of brain voxels in each 2 mm block
+  grid.json                 shape and RAS affine of the 1 mm BraTS grid (240 x 240 x 155)
 A soft mask keeps the sub-voxel boundary: interpolated back to 1 mm and thresholded at 0.5 it
 gives a smoother brain outline than a binary 2 mm mask.
 
@@ -18,6 +19,7 @@ Usage: python scripts/make_template.py [--atlas ../shared/data/brats_space_atlas
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -75,6 +77,9 @@ def main() -> None:
         img.set_sform(affine, code=1)
         img.header.set_xyzt_units("mm")
         nib.save(img, str(args.out / name))
+    # The full-resolution grid that skullstrip(space="template") resamples into (BraTS space).
+    grid = {"shape": [int(n) for n in head.shape], "affine": head.affine.tolist()}
+    (args.out / "grid.json").write_text(json.dumps(grid, indent=1) + "\n")
     shutil.copyfile(args.atlas / "copyright.md", args.out / "copyright.md")
     print(f"wrote {args.out}: head {head_small.shape}, brain {int(brain.sum())} mm^3 at 1 mm")
 

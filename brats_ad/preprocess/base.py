@@ -8,7 +8,7 @@ float32, ``seg``/``brain_mask`` ``(X, Y, Z)``. Every step returns a new scan and
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -98,6 +98,3 @@ def modality_index(scan: Scan, modality: str, step: str) -> int:
         f"{', '.join(scan.modalities) or '(none)'}; load it or set the step's reference"
     )
 
-
-def spatial_shape(values: Sequence[int]) -> tuple[int, int, int]:
-    return tuple(int(v) for v in values)  # type: ignore[return-value]

@@ -62,7 +62,8 @@ class CropPad:
         else:
             out_shape = np.asarray(self.shape)
             start = (box_lo + box_hi - out_shape) // 2
-        pads = self._pad_values(scan, mask)
+        inside = bool(np.all(start >= 0) and np.all(start + out_shape <= in_shape))
+        pads = [0.0] * scan.image.shape[0] if inside else self._pad_values(scan, mask)
         image = np.stack([_window(ch, start, out_shape, pad) for ch, pad in zip(scan.image, pads)])
         seg = None if scan.seg is None else _window(scan.seg, start, out_shape, 0)
         new_mask = _window(mask, start, out_shape, False)
@@ -73,7 +74,7 @@ class CropPad:
             "shape": [int(v) for v in out_shape],
             "input_shape": [int(v) for v in in_shape],
             "brain_box": [[int(v) for v in lo], [int(v) for v in hi]],
-            "pad_value": [float(p) for p in pads],
+            "pad_value": None if inside else [float(p) for p in pads],
         }
         return with_step(
             scan, self.name, record,
@@ -84,8 +85,9 @@ class CropPad:
         if not isinstance(self.pad_value, str):
             return [float(self.pad_value)] * scan.image.shape[0]
         outside = ~mask
-        use_outside = self.pad_value == "background" and outside.any()
-        return [float(ch[outside].min() if use_outside else ch.min()) for ch in scan.image]
+        if self.pad_value == "background" and outside.any():
+            return [float(np.min(ch, where=outside, initial=np.inf)) for ch in scan.image]
+        return [float(ch.min()) for ch in scan.image]
 
 
 def _window(volume: np.ndarray, start: np.ndarray, shape: np.ndarray, pad: float) -> np.ndarray:

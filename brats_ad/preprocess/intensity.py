@@ -28,7 +28,7 @@ class ZScore:
     def __call__(self, scan: Scan) -> Scan:
         check_scan(scan, self.name)
         mask = brain_mask_of(scan)
-        out = np.full(scan.image.shape, self.background, dtype=np.float32)
+        out, index = _output(scan, mask, self.background)
         stats = []
         for c, channel in enumerate(scan.image):
             values = np.asarray(channel[mask], dtype=np.float64)
@@ -36,10 +36,11 @@ class ZScore:
             std = float(values.std()) if values.size else 0.0
             if std < _EPS:
                 _warn_constant(scan, self.name, c, values.size)
-                out[c][mask] = 0.0
+                out[c][index] = 0.0
             else:
-                out[c][mask] = (values - mean) / std
+                out[c][index] = (values - mean) / std
             stats.append({"mean": mean, "std": std})
+        out = out.reshape(scan.image.shape)
         return with_step(scan, self.name, {"stats": stats}, image=out, brain_mask=mask)
 
 
@@ -64,7 +65,7 @@ class PercentileScale:
     def __call__(self, scan: Scan) -> Scan:
         check_scan(scan, self.name)
         mask = brain_mask_of(scan)
-        out = np.full(scan.image.shape, self.background, dtype=np.float32)
+        out, index = _output(scan, mask, self.background)
         ranges = []
         for c, channel in enumerate(scan.image):
             values = np.asarray(channel[mask], dtype=np.float32)
@@ -74,12 +75,26 @@ class PercentileScale:
                 lo = hi = 0.0
             if hi - lo < _EPS:
                 _warn_constant(scan, self.name, c, values.size)
-                out[c][mask] = 0.0
+                out[c][index] = 0.0
             else:
-                scaled = (np.clip(values, lo, hi) - lo) * np.float32(2.0 / (hi - lo)) - 1.0
-                out[c][mask] = scaled
+                np.clip(values, lo, hi, out=values)
+                values -= np.float32(lo)
+                values *= np.float32(2.0 / (hi - lo))
+                values -= np.float32(1.0)
+                out[c][index] = values
             ranges.append([lo, hi])
+        out = out.reshape(scan.image.shape)
         return with_step(scan, self.name, {"ranges": ranges}, image=out, brain_mask=mask)
+
+
+def _output(scan: Scan, mask: np.ndarray, background: float) -> tuple[np.ndarray, np.ndarray]:
+    """A (C, X*Y*Z) array filled with ``background`` and the flat indices of brain voxels.
+
+    Writing through flat indices is several times faster than boolean-mask assignment, which
+    matters on the BraTS path (4 x 240 x 240 x 155 per case).
+    """
+    out = np.full((scan.image.shape[0], mask.size), background, dtype=np.float32)
+    return out, np.flatnonzero(mask)
 
 
 def _finite(value: float, name: str, step: str) -> float:

@@ -1,0 +1,318 @@
+"""The one training loop: every model trains, validates, stops and checkpoints the same way.
+
+Models own their losses and optimisers (:class:`brats_ad.models.base.AnomalyModel`); the loop
+owns device, mixed precision, seeding, augmentation, logging, NaN checks, early stopping and
+checkpoints. It takes *datasets of healthy samples* (tensors ``(C, *spatial)``, no labels):
+the only signal for early stopping and for ``best.pt`` is the model's ``validation_loss`` on
+healthy validation samples, so test labels cannot leak into model selection.
+
+Output folder::
+
+    last.pt        every epoch (resume point)       best.pt      lowest healthy-val loss
+    history.jsonl  one row per epoch (+ events)     history.csv  the same epoch rows
+    state.json     status, epoch, best, error
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from brats_ad.errors import DataError, PluginError
+from brats_ad.train import CheckpointError, TrainingDiverged
+from brats_ad.train.checkpoint import BEST, LAST, config_dict, load_checkpoint, make_checkpoint, save_checkpoint, set_rng_state
+from brats_ad.train.config import TrainSettings
+from brats_ad.train.device import (
+    LoopOptimizer,
+    derive_seed,
+    seed_everything,
+    select_device,
+    select_precision,
+    set_deterministic,
+    worker_init_fn,
+)
+from brats_ad.train.history import History, write_state
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rich.console import Console
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where the run left its checkpoints and why it stopped.
+
+    ``checkpoint`` is the one to use downstream: ``best.pt`` when validation ran, else ``last.pt``.
+    ``status``: finished, early_stopped, no_training (training-free model) or already_done.
+    """
+
+    checkpoint: Path
+    last: Path
+    best: Path | None
+    epochs: int
+    status: str
+    best_val: float | None
+    best_epoch: int | None
+
+
+def fit(
+    model: torch.nn.Module,
+    train_data: Dataset | None,
+    val_data: Dataset | None,
+    out_dir: Path | str,
+    *,
+    name: str,
+    settings: TrainSettings | None = None,
+    progress: bool = True,
+    resume: bool = True,
+    console: "Console | None" = None,
+) -> TrainResult:
+    """Train ``model`` on healthy ``train_data``, select on healthy ``val_data``, checkpoint to ``out_dir``.
+
+    ``name`` is the model's registry name (saved so :func:`~brats_ad.train.checkpoint.load_model`
+    can rebuild it). With ``resume`` an existing ``last.pt`` in ``out_dir`` is continued at the
+    next epoch; the result equals an uninterrupted run. Raises :class:`TrainingDiverged` on a NaN
+    or infinite loss (``last.pt`` of the previous epoch stays intact).
+    """
+    s = settings or TrainSettings()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = select_device(s.device)
+    precision = select_precision(device, s.amp)
+    if s.deterministic:
+        set_deterministic(True)
+    seed_everything(s.seed)
+    model.to(device)
+    history = History(out)
+    last_path, best_path = out / LAST, out / BEST
+
+    if not getattr(model, "trainable", True):
+        return _fit_training_free(model, train_data, name, out, s, device, history)
+    if train_data is None or len(train_data) == 0:
+        raise DataError(f"no healthy training samples for model {name!r}; check the split and the sampler settings")
+
+    raw_optimizers = dict(model.configure_optimizers())
+    scaler = precision.make_scaler(device)
+    optimizers = {k: LoopOptimizer(opt, scaler, k) for k, opt in raw_optimizers.items()}
+
+    start, best_val, best_epoch, bad_epochs = 1, None, None, 0
+    if resume and last_path.is_file():
+        ckpt = _resume(model, raw_optimizers, scaler, name, last_path)
+        start = int(ckpt["epoch"]) + 1
+        best_val, best_epoch, bad_epochs = ckpt["best_val"], ckpt["best_epoch"], int(ckpt["bad_epochs"])
+        history.load(up_to_epoch=int(ckpt["epoch"]))
+    else:
+        history.reset()
+        best_path.unlink(missing_ok=True)
+
+    augment = None
+    if s.augmentation.enabled:
+        from brats_ad.train.augment import BatchAugment
+
+        augment = BatchAugment(_spatial_dims(model, train_data), s.augmentation)
+
+    generator = torch.Generator()
+    loader = DataLoader(
+        train_data, batch_size=s.batch_size, shuffle=True, drop_last=len(train_data) > s.batch_size,
+        num_workers=s.num_workers, worker_init_fn=worker_init_fn, generator=generator,
+        pin_memory=device.type == "cuda",
+    )
+    val_loader = None
+    if val_data is not None and len(val_data) > 0:
+        val_loader = DataLoader(
+            val_data, batch_size=s.val_batch_size or s.batch_size, shuffle=False,
+            num_workers=s.num_workers, worker_init_fn=worker_init_fn, pin_memory=device.type == "cuda",
+        )
+    steps = len(loader) if s.steps_per_epoch is None else min(len(loader), s.steps_per_epoch)
+    base_state = {"model": name, "device": str(device), "amp": precision.name, "epochs": s.epochs}
+
+    status = "finished"
+    if s.patience is not None and bad_epochs >= s.patience:
+        status = "early_stopped"
+    elif start > s.epochs:
+        status = "already_done"
+    epoch = start - 1
+    bar = _progress(progress, console)
+    with bar:
+        for epoch in range(start, s.epochs + 1) if status == "finished" else ():
+            write_state(out, {**base_state, "status": "running", "epoch": epoch, "best_val": best_val, "best_epoch": best_epoch})
+            seed_everything(derive_seed(s.seed, epoch))
+            generator.manual_seed(derive_seed(s.seed, epoch, 1))
+            if augment is not None:
+                augment.set_seed(derive_seed(s.seed, epoch, 2))
+            task = bar.add_task(f"epoch {epoch}/{s.epochs}", total=steps, losses="")
+            try:
+                row = _train_epoch(model, loader, optimizers, scaler, precision, device, augment,
+                                   epoch, steps, bar, task)
+                row["val_loss"] = _validate(model, val_loader, precision, device, epoch)
+            except TrainingDiverged as exc:
+                history.append({"epoch": epoch, "event": "diverged", "step": exc.step, "loss": exc.loss,
+                                "value": exc.value, "error": str(exc)})
+                write_state(out, {**base_state, "status": "diverged", "epoch": epoch, "error": str(exc),
+                                  "last_good_epoch": epoch - 1, "best_val": best_val, "best_epoch": best_epoch})
+                raise
+
+            val = row["val_loss"]
+            improved = val is not None and (best_val is None or val < best_val - s.min_delta)
+            if improved:
+                best_val, best_epoch, bad_epochs = val, epoch, 0
+            elif val is not None:
+                bad_epochs += 1
+            ckpt = make_checkpoint(
+                model, name, optimizers=raw_optimizers, epoch=epoch, best_val=best_val,
+                best_epoch=best_epoch, bad_epochs=bad_epochs,
+                extra={"scaler": scaler.state_dict() if scaler is not None else None,
+                       "train_settings": s},
+            )
+            if improved:
+                save_checkpoint(ckpt, best_path)
+            row.update({"best_val": best_val, "is_best": improved,
+                        **{f"lr_{k}": float(opt.param_groups[0]["lr"]) for k, opt in raw_optimizers.items()}})
+            history.append(row)
+            save_checkpoint(ckpt, last_path)
+            if s.patience is not None and bad_epochs >= s.patience:
+                status = "early_stopped"
+                break
+    done_epoch = epoch if status != "already_done" else start - 1
+    write_state(out, {**base_state, "status": status, "epoch": done_epoch, "best_val": best_val, "best_epoch": best_epoch})
+    best = best_path if best_path.is_file() else None
+    return TrainResult(checkpoint=best or last_path, last=last_path, best=best, epochs=done_epoch,
+                       status=status, best_val=best_val, best_epoch=best_epoch)
+
+
+# -- one epoch ---------------------------------------------------------------------------------------
+def _train_epoch(model, loader, optimizers, scaler, precision, device, augment, epoch, steps, bar, task) -> dict[str, Any]:
+    model.train()
+    sums: dict[str, float] = {}
+    n_samples, n_steps = 0, 0
+    started = time.perf_counter()
+    for step, batch in enumerate(loader, start=1):
+        if step > steps:
+            break
+        x = _as_input(batch).to(device, non_blocking=True)
+        if augment is not None:
+            x = augment(x)
+        with precision.autocast(device):
+            losses = model.train_step(x, optimizers)
+        if scaler is not None and any(o.used_scaler for o in optimizers.values()):
+            scaler.update()
+            for o in optimizers.values():
+                o.used_scaler = False
+        for key, value in losses.items():
+            value = float(value)
+            if not math.isfinite(value):
+                raise TrainingDiverged(
+                    f"training diverged: loss {key!r} is {value} at epoch {epoch}, step {step}; the last good "
+                    f"checkpoint (epoch {epoch - 1}) is kept - lower the learning rate, set amp = \"none\", "
+                    "or check the data for NaNs",
+                    epoch=epoch, step=step, loss=key, value=value,
+                )
+            sums[key] = sums.get(key, 0.0) + value
+        n_samples += int(x.shape[0])
+        n_steps += 1
+        bar.update(task, advance=1, losses="  ".join(f"{k} {v / n_steps:.4g}" for k, v in sums.items()))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - started
+    row: dict[str, Any] = {"epoch": epoch}
+    row.update({f"train_{k}": v / max(n_steps, 1) for k, v in sums.items()})
+    row.update({"steps": n_steps, "samples": n_samples, "epoch_time_s": elapsed,
+                "samples_per_s": n_samples / elapsed if elapsed > 0 else None})
+    return row
+
+
+@torch.no_grad()
+def _validate(model, loader, precision, device, epoch) -> float | None:
+    """Mean per-sample healthy validation loss (None without validation data)."""
+    if loader is None:
+        return None
+    model.eval()
+    total, count = 0.0, 0
+    for step, batch in enumerate(loader, start=1):
+        x = _as_input(batch).to(device, non_blocking=True)
+        with precision.autocast(device):
+            per_sample = model.validation_loss(x)
+        if per_sample.ndim != 1 or per_sample.shape[0] != x.shape[0]:
+            raise PluginError(
+                f"{type(model).__name__}.validation_loss must return one loss per sample, shape ({x.shape[0]},), got "
+                f"{tuple(per_sample.shape)}; reduce over every axis but the batch axis"
+            )
+        total += float(per_sample.float().sum())
+        count += int(per_sample.shape[0])
+    value = total / max(count, 1)
+    if not math.isfinite(value):
+        raise TrainingDiverged(
+            f"training diverged: healthy validation loss is {value} at epoch {epoch}; the last good "
+            f"checkpoint (epoch {epoch - 1}) is kept - lower the learning rate or set amp = \"none\"",
+            epoch=epoch, step="validation", loss="val_loss", value=value,
+        )
+    return value
+
+
+def _as_input(batch: Any) -> torch.Tensor:
+    """The image tensor of a batch: training datasets yield tensors; dicts give their "image"."""
+    if isinstance(batch, torch.Tensor):
+        return batch
+    if isinstance(batch, Mapping) and "image" in batch:
+        return batch["image"]
+    raise DataError(
+        f"training batches must be image tensors (B, C, *spatial) of healthy samples, got {type(batch).__name__}; "
+        "use brats_ad.data.samplers.SliceDataset / PatchDataset"
+    )
+
+
+def _spatial_dims(model: Any, data: Dataset) -> int:
+    dims = getattr(getattr(model, "config", None), "spatial_dims", None)
+    return int(dims) if dims in (2, 3) else int(_as_input(data[0]).ndim - 1)
+
+
+# -- resume / training-free ------------------------------------------------------------------------------
+def _resume(model, optimizers, scaler, name: str, path: Path) -> dict[str, Any]:
+    ckpt = load_checkpoint(path)
+    saved, current = ckpt["config"], config_dict(model.config)
+    if ckpt["model"] != name or saved != current:
+        diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        what = f"model {ckpt['model']!r}" if ckpt["model"] != name else f"config (differs in {', '.join(diff)})"
+        raise CheckpointError(
+            f"{path} holds a checkpoint of another {what}; use another output dir, or delete it "
+            "(or pass resume=False) to start over"
+        )
+    if set(ckpt["optimizers"]) != set(optimizers):
+        raise CheckpointError(f"{path}: optimisers {sorted(ckpt['optimizers'])} saved, model has {sorted(optimizers)}; start over")
+    model.load_state_dict(ckpt["state_dict"])
+    for key, opt in optimizers.items():
+        opt.load_state_dict(ckpt["optimizers"][key])
+    if scaler is not None and ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    set_rng_state(ckpt["rng"])
+    return ckpt
+
+
+def _fit_training_free(model, train_data, name, out, s, device, history) -> TrainResult:
+    """No optimisation: fit statistics if the model has ``fit(batches)``, then save the checkpoint."""
+    fit_stats = getattr(model, "fit", None)
+    if callable(fit_stats) and train_data is not None and len(train_data) > 0:
+        loader = DataLoader(train_data, batch_size=s.batch_size, shuffle=False, num_workers=s.num_workers,
+                            worker_init_fn=worker_init_fn)
+        with torch.no_grad():
+            fit_stats(_as_input(b).to(device) for b in loader)
+    history.reset()
+    path = save_checkpoint(make_checkpoint(model, name, epoch=0), out / LAST)
+    (out / BEST).unlink(missing_ok=True)
+    write_state(out, {"model": name, "status": "no_training", "epoch": 0, "device": str(device)})
+    return TrainResult(checkpoint=path, last=path, best=None, epochs=0, status="no_training",
+                       best_val=None, best_epoch=None)
+
+
+def _progress(enabled: bool, console: "Console | None"):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.fields[losses]}"), console=console, disable=not enabled, transient=False,
+    )

@@ -1,0 +1,59 @@
+import warnings
+
+import numpy as np
+import pytest
+
+from brats_ad.data.scan import Scan
+from brats_ad.errors import ConfigError
+from brats_ad.preprocess.intensity import PercentileScale, ZScore
+
+
+@pytest.fixture
+def scan():
+    rng = np.random.default_rng(0)
+    image = np.zeros((2, 12, 12, 12), np.float32)
+    image[:, 2:10, 2:10, 2:10] = rng.normal([[[[100.0]]], [[[5.0]]]], [[[[20.0]]], [[[1.0]]]], (2, 8, 8, 8))
+    image[:, 2:10, 2:10, 2:10] = np.abs(image[:, 2:10, 2:10, 2:10]) + 1  # strictly > 0 in brain
+    return Scan("c", image, ("t1", "flair"), np.eye(4))
+
+
+def test_zscore_mean0_std1_in_brain(scan):
+    out = ZScore()(scan)
+    brain = out.brain_mask
+    assert brain.sum() == 8**3
+    for channel in out.image:
+        assert abs(channel[brain].mean()) < 1e-5 and abs(channel[brain].std() - 1) < 1e-4
+        assert np.all(channel[~brain] == 0.0)
+
+
+def test_percentile_scale_range_and_background(scan):
+    out = PercentileScale(lower=1, upper=99)(scan)
+    brain = out.brain_mask
+    for channel in out.image:
+        assert channel[brain].min() == pytest.approx(-1.0) and channel[brain].max() == pytest.approx(1.0)
+        assert np.all(channel[~brain] == -1.0)
+    # the mask is kept, so a later step still knows the brain although the background is -1
+    assert out.meta["steps"][-1]["name"] == "percentile-scale"
+
+
+@pytest.mark.parametrize("step", [ZScore(), PercentileScale()], ids=["zscore", "percentile-scale"])
+@pytest.mark.parametrize("value", [0.0, 7.0], ids=["all-zero", "constant"])
+def test_constant_volume_gives_zeros_and_a_warning_never_nan(step, value):
+    image = np.full((1, 4, 4, 4), value, np.float32)
+    with pytest.warns(RuntimeWarning, match="case 'c'.*t1"):
+        out = step(Scan("c", image, ("t1",), np.eye(4)))
+    assert np.all(np.isfinite(out.image))
+    assert np.all(out.image[0][out.brain_mask] == 0.0)
+
+
+def test_non_constant_volume_does_not_warn(scan):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ZScore()(scan)
+        PercentileScale()(scan)
+
+
+@pytest.mark.parametrize("lower, upper", [(50, 50), (-1, 99), (10, 101), (90, 10)])
+def test_percentile_scale_rejects_bad_percentiles(lower, upper):
+    with pytest.raises(ConfigError, match="lower < upper"):
+        PercentileScale(lower=lower, upper=upper)
