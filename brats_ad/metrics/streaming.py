@@ -66,6 +66,8 @@ def keys_to_floats(keys: Any) -> np.ndarray:
 
 
 _EMPTY_MIN = np.uint32(0xFFFFFFFF)
+#: Voxels binned per block inside one update (temporaries ~ 16 bytes per voxel of a block).
+_BLOCK = 1 << 21
 
 
 class _Grid:
@@ -226,6 +228,12 @@ class ScoreHistogram:
         """
         if keys.size == 0:
             return None
+        if keys.size > _BLOCK:  # bound the temporaries (8 bytes / voxel) and stay cache-friendly
+            batch = None
+            for start in range(0, keys.size, _BLOCK):
+                part = self.add_keys(keys[start : start + _BLOCK], positive[start : start + _BLOCK])
+                batch = part if batch is None else batch.merge(part)
+            return batch
         cmin, cmax = int(keys.min()), int(keys.max())
         if cmin <= _KEY_NEG_INF or cmax >= _KEY_POS_INF:
             bad = int(np.count_nonzero((keys <= _KEY_NEG_INF) | (keys >= _KEY_POS_INF)))

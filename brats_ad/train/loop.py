@@ -149,7 +149,10 @@ def fit(
             try:
                 row = _train_epoch(model, loader, optimizers, scaler, precision, device, augment,
                                    epoch, steps, bar, task)
-                row["val_loss"] = _validate(model, val_loader, precision, device, epoch)
+                # Multi-phase models (f-AnoGAN: GAN, then encoder) have no meaningful
+                # validation loss until their last phase has started.
+                ready = getattr(model, "validation_ready", True)
+                row["val_loss"] = _validate(model, val_loader, precision, device, epoch) if ready else None
             except TrainingDiverged as exc:
                 history.append({"epoch": epoch, "event": "diverged", "step": exc.step, "loss": exc.loss,
                                 "value": exc.value, "error": str(exc)})
@@ -177,6 +180,8 @@ def fit(
             save_checkpoint(ckpt, last_path)
             if s.patience is not None and bad_epochs >= s.patience:
                 status = "early_stopped"
+                break
+            if getattr(model, "training_complete", False):  # all phases done: more epochs change nothing
                 break
     done_epoch = epoch if status != "already_done" else start - 1
     write_state(out, {**base_state, "status": status, "epoch": done_epoch, "best_val": best_val, "best_epoch": best_epoch})

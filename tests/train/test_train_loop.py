@@ -160,3 +160,21 @@ def test_validation_loss_must_be_per_sample(tmp_path: Path) -> None:
     seed_everything(0)
     with pytest.raises(Exception, match=r"validation_loss must return one loss per sample"):
         fit(Scalar(TinyAEConfig()), _data(), _data(n=4), tmp_path, name="tiny-ae", settings=SETTINGS, progress=False)
+
+
+def test_multi_phase_model_validates_only_once_ready_and_stops_when_complete(tmp_path: Path) -> None:
+    """f-AnoGAN trains a GAN, then an encoder: no validation loss before the encoder phase,
+    and no pointless epochs after the last phase."""
+    import json as _json
+
+    from brats_ad.models.anogan import AnoGAN
+
+    seed_everything(0)
+    model = AnoGAN.from_params(spatial_dims=2, in_channels=1, image_size=16, latent_size=8, width=4,
+                               gan_steps=2, encoder_steps=2, n_critic=1)
+    settings = TrainSettings(epochs=10, batch_size=4, seed=0, device="cpu", patience=None, steps_per_epoch=1)
+    result = fit(model, _data(n=8), _data(n=4, seed=1), tmp_path, name="f-anogan", settings=settings, progress=False)
+    rows = [_json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert [row["val_loss"] is None for row in rows] == [True, True, False, False]
+    assert result.epochs == 4 and model.training_complete
+    assert result.best_epoch in (3, 4)
