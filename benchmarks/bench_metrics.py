@@ -1,14 +1,14 @@
 """Streamed voxel AUROC / AUPRC against scikit-learn: time, peak memory, agreement.
 
 For N = 10^7 and 10^8 synthetic voxels (float32 scores, 2% tumour) it times
-``VoxelAccumulator`` fed in chunks (default 10^7 voxels, like a few BraTS volumes) against
+``VoxelAccumulator`` fed in chunks (default 10^6 voxels, about one BraTS brain) against
 ``roc_auc_score`` + ``average_precision_score`` on the whole arrays, and prints a table with
 ratios. Peak memory is what each method allocates *beyond its inputs* (tracemalloc, which sees
 numpy allocations). scikit-learn needs the whole test set in memory; where its estimated need
 (~60 bytes/voxel) exceeds the available RAM it is skipped and its time extrapolated linearly
 from the largest size that ran (marked ``~``).
 
-Run: ``python benchmarks/bench_metrics.py [--sizes 1e7 1e8] [--chunk 1e7]``.
+Run: ``python benchmarks/bench_metrics.py [--sizes 1e7 1e8] [--chunk 1e6]``.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def _sklearn(scores: np.ndarray, labels: np.ndarray) -> tuple[float, int, float,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=float, nargs="+", default=[1e7, 1e8])
-    parser.add_argument("--chunk", type=float, default=1e7)
+    parser.add_argument("--chunk", type=float, default=1e6)
     parser.add_argument("--no-sklearn-above", type=float, default=float("inf"),
                         help="skip scikit-learn above this many voxels (extrapolate instead)")
     args = parser.parse_args()

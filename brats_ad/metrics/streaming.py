@@ -15,8 +15,12 @@ run of ``2**shift`` consecutive keys, ``bin = key >> shift``. Consequences:
   with ``2**20`` bins and scores spanning 0 to ``2**k``, each power-of-two range of values
   still gets thousands of bins;
 - each bin records its smallest and largest score, so exactness is known (not guessed):
-  uint8-quantised or float16 scores stay exact at any bin width, and the error bounds count
-  only the mixed bins;
+  uint8-quantised or float16 scores stay exact as long as distinct values land in distinct
+  bins (wide bins do not matter then), and the error bounds count only the mixed bins;
+- the price of range-free binning: resolution is shared by every power of two the scores
+  span, so scores straddling zero (down to ~1e-7 in magnitude) get the fewest bins per value
+  range -- still ~2000 per power of two at the default, AUROC error ~1e-7 and AUPRC error
+  ~5e-5 on 10^7 standard-normal scores, with the certified bound reported;
 - two histograms on different grids (other volumes, other cases, other workers) can always be
   brought to a common grid exactly, so per-case histograms sum into bootstrap replicates.
 
@@ -220,27 +224,27 @@ class ScoreHistogram:
         keys, positive = prepare_keys(scores, labels, mask)
         self.add_keys(keys, positive)
 
-    def add_keys(self, keys: np.ndarray, positive: np.ndarray) -> "ScoreHistogram | None":
-        """Add checked keys (from :func:`prepare_keys`).
+    def add_keys(self, keys: np.ndarray, positive: np.ndarray, *, also: "ScoreHistogram | None" = None) -> None:
+        """Add checked keys (from :func:`prepare_keys`), and the same counts to ``also`` if given.
 
-        Returns the batch alone as a histogram on this histogram's grid (None when empty), so a
-        caller can add it elsewhere (per-case histograms) without binning twice.
+        ``also`` (e.g. a per-case histogram) receives the batch already binned on this grid, so
+        nothing is binned twice.
         """
         if keys.size == 0:
-            return None
-        if keys.size > _BLOCK:  # bound the temporaries (8 bytes / voxel) and stay cache-friendly
-            batch = None
-            for start in range(0, keys.size, _BLOCK):
-                part = self.add_keys(keys[start : start + _BLOCK], positive[start : start + _BLOCK])
-                batch = part if batch is None else batch.merge(part)
-            return batch
-        cmin, cmax = int(keys.min()), int(keys.max())
-        if cmin <= _KEY_NEG_INF or cmax >= _KEY_POS_INF:
+            return
+        if int(keys.min()) <= _KEY_NEG_INF or int(keys.max()) >= _KEY_POS_INF:
             bad = int(np.count_nonzero((keys <= _KEY_NEG_INF) | (keys >= _KEY_POS_INF)))
             raise ValueError(
                 f"scores must be finite float32 values; got {bad} NaN/inf (or beyond +-3.4e38) "
                 f"of {keys.size}; replace them (np.nan_to_num) or leave them out with mask"
             )
+        for start in range(0, keys.size, _BLOCK):  # bounded temporaries, cache-friendly
+            batch = self._add_block(keys[start : start + _BLOCK], positive[start : start + _BLOCK])
+            if also is not None:
+                also.merge(batch)
+
+    def _add_block(self, keys: np.ndarray, positive: np.ndarray) -> "ScoreHistogram":
+        cmin, cmax = int(keys.min()), int(keys.max())
         self._fit(cmin, cmax, self.shift)
         shift = self.shift
         first = cmin >> shift

@@ -117,12 +117,10 @@ class VoxelAccumulator:
             :func:`brats_ad.metrics.bootstrap.bootstrap_voxel_ci`.
         """
         keys, positive = prepare_keys(scores, labels, mask)
-        batch = self.histogram.add_keys(keys, positive)
-        if case_id is None:
-            return
-        case = self.case_histograms.setdefault(str(case_id), ScoreHistogram(bins_log2=self.case_bins_log2))
-        if batch is not None:
-            case.merge(batch)
+        case = None
+        if case_id is not None:
+            case = self.case_histograms.setdefault(str(case_id), ScoreHistogram(bins_log2=self.case_bins_log2))
+        self.histogram.add_keys(keys, positive, also=case)
 
     def merge(self, other: "VoxelAccumulator") -> "VoxelAccumulator":
         """Add another accumulator (e.g. from a parallel worker) into this one; returns self."""

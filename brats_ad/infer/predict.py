@@ -1,0 +1,500 @@
+"""``brats-ad predict``: anomaly maps for one raw case, as NIfTI overlays on the input scan's grid.
+
+What a radiologist loads in ITK-SNAP / 3D Slicer: ``<out>/<case_id>_<scorer>.nii.gz``, float32,
+with exactly the shape and the affine (sform and qform, with their codes) of the case's first
+input modality, plus ``<out>/<case_id>_predict.json`` (checkpoint, scorers, sample scores,
+versions, timing). Every file is written atomically (temp file + rename).
+
+Everything the run needs comes from the training run folder: the checkpoint, and the
+``train_config.json`` that ``brats-ad train`` writes beside it (modalities, pipeline, slice /
+patch size). The case goes through the very preprocessing pipeline the training cache used,
+is scored by :func:`brats_ad.infer.volume.score_volume`, and each map goes back to the input
+grid with :func:`brats_ad.preprocess.pipeline.map_to_input_grid`.
+
+Scorers that learn statistics (``fit``, e.g. ``combined``) are fitted once on the checkpoint's
+own HEALTHY validation split (rebuilt from ``train_config.json``: cache folder + split manifest)
+and the statistics saved as ``<checkpoint dir>/scorers/<name>.json``; later runs reuse them while
+the checkpoint file and the split are unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import numpy as np
+
+from brats_ad import __version__
+from brats_ad.errors import BratsAdError, ConfigError, DataError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import torch
+    from rich.console import Console
+
+    from brats_ad.preprocess.pipeline import Pipeline
+    from brats_ad.registry import Entry, Registries
+
+RUN_CONFIG = "train_config.json"
+SCORER_STATE_DIR = "scorers"
+SCORER_STATE_FORMAT = 1
+
+
+def predict_case(
+    checkpoint: Path | str,
+    case_dir: Path | str,
+    out_dir: Path | str,
+    scorers: Sequence[str] | None = None,
+    *,
+    device: str = "auto",
+    progress: bool = True,
+    batch_size: int | None = None,
+    registries: "Registries | None" = None,
+    console: "Console | None" = None,
+) -> dict[str, Path]:
+    """Write one anomaly map per scorer for the case in ``case_dir``; return ``{scorer: path}``.
+
+    ``scorers`` ``None`` means every registered scorer compatible with the model (what its
+    registry entry ``provides``, and its dims); the others are listed as skipped, with why.
+    """
+    t0 = time.perf_counter()
+    timing: dict[str, float] = {}
+    if registries is None:
+        from brats_ad.plugins import get_registries
+
+        registries = get_registries()
+    checkpoint, case_dir, out_dir = Path(checkpoint), Path(case_dir), Path(out_dir)
+    say = _Say(console, progress)
+
+    from brats_ad.infer.volume import score_volume
+    from brats_ad.train.checkpoint import load_checkpoint, load_model
+    from brats_ad.train.device import select_device
+
+    run_cfg = read_run_config(checkpoint)
+    ckpt_info = load_checkpoint(checkpoint)
+    model_name = ckpt_info["model"]
+    del ckpt_info
+    dev = select_device(device)
+    model = load_model(checkpoint, device=dev, registries=registries)
+    data = run_cfg.get("data") or {}
+    dims = int(data.get("dims", model.config.spatial_dims))
+    if dims != model.config.spatial_dims:
+        raise ConfigError(
+            f"{checkpoint.parent / RUN_CONFIG}: data.dims = {dims} but the checkpoint's model is "
+            f"{model.config.spatial_dims}D; the file belongs to another run - retrain or restore it"
+        )
+    size = int(data.get("slice_size", 128)) if dims == 2 else int(data.get("patch_size", 64))
+    batch = batch_size or _train_batch(run_cfg)
+    selected, skipped = select_scorers(scorers, model_name, dims, registries)
+    timing["load_model"] = time.perf_counter() - t0
+
+    # the case, preprocessed exactly like the training cache
+    t = time.perf_counter()
+    modalities = input_modalities(run_cfg, model)
+    case = find_case(case_dir, modalities)
+    say(f"case {case.case_id}: {model_name} ({dims}D) from {checkpoint}")
+    from brats_ad.data.loading import load_case
+
+    scan = load_case(case, modalities)
+    pipeline = run_pipeline(run_cfg, registries)
+    processed = pipeline(scan)
+    # the cache stores float16: round alike so the model sees what training / the bench see
+    image = np.asarray(processed.image, dtype=np.float16).astype(np.float32)
+    timing["load_and_preprocess"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    objects, fitted_from = _build_scorers(selected, skipped, model, run_cfg, checkpoint, dev, batch,
+                                          explicit=scorers is not None, say=say)
+    timing["fit_scorers"] = time.perf_counter() - t
+    for name, reason in skipped.items():
+        say(f"skipped scorer {name!r}: {reason}", always=True)
+    if not objects:
+        raise ConfigError(
+            f"no scorer left to run for model {model_name!r} ({'; '.join(f'{k}: {v}' for k, v in skipped.items()) or 'none registered'}); "
+            "install a scorer plugin or pass --scorer NAME"
+        )
+
+    t = time.perf_counter()
+    say(f"scoring with {', '.join(objects)} on {dev}")
+    result = score_volume(model, image, processed.brain_mask, objects, spatial_dims=dims, size=size,
+                          batch_size=batch, device=dev, case_id=case.case_id)
+    timing["score"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    import nibabel as nib
+
+    reference_file = Path(case.images[modalities[0]])
+    reference = nib.load(str(reference_file))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    for name, volume in result.items():
+        on_input = map_back(volume, processed.meta, fill=result.fill[name])
+        path = out_dir / f"{case.case_id}_{name}.nii.gz"
+        write_map_nifti(path, on_input, reference, description=f"brats-ad {name} {model_name}")
+        written[name] = path
+    timing["write"] = time.perf_counter() - t
+    timing["total"] = time.perf_counter() - t0
+
+    from brats_ad.data.cache import write_json_atomic
+
+    write_json_atomic(out_dir / f"{case.case_id}_predict.json", {
+        "case_id": case.case_id,
+        "case_dir": str(case_dir.resolve()),
+        "input": {"reference": str(reference_file), "files": {m: str(case.images[m]) for m in modalities},
+                  "shape": list(reference.shape), "affine": np.asarray(reference.affine).tolist()},
+        "checkpoint": str(checkpoint.resolve()),
+        "model": model_name,
+        "dims": dims,
+        "size": size,
+        "modalities": list(modalities),
+        "pipeline": pipeline.to_config(),
+        "pipeline_hash": pipeline.config_hash(),
+        "device": str(dev),
+        "scorers": {
+            name: {
+                "file": written[name].name,
+                "map_kind": getattr(objects[name], "map_kind", None),
+                "volume_score": _finite_or_none(result.volume_scores[name]),
+                "sample_scores": [_finite_or_none(v) for v in result.sample_scores[name].tolist()],
+                "background": result.fill[name],
+                "fitted_from": fitted_from.get(name),
+            }
+            for name in written
+        },
+        "skipped_scorers": skipped,
+        "model_calls": result.model_calls,
+        "timing_s": {k: round(v, 3) for k, v in timing.items()},
+        "versions": _versions(),
+    })
+    say(f"wrote {len(written)} map(s) to {out_dir} in {timing['total']:.1f} s")
+    return written
+
+
+# -- the run folder --------------------------------------------------------------------------------
+def read_run_config(checkpoint: Path) -> dict[str, Any]:
+    """``train_config.json`` beside ``checkpoint`` (written by ``brats-ad train``)."""
+    path = Path(checkpoint).parent / RUN_CONFIG
+    if not path.is_file():
+        raise ConfigError(
+            f"no {RUN_CONFIG} beside checkpoint {checkpoint}; predict needs the training run folder "
+            "(checkpoint + train_config.json as 'brats-ad train' writes them) - copy the whole folder"
+        )
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc}); restore it from the training run") from None
+
+
+def _train_batch(run_cfg: Mapping[str, Any]) -> int | None:
+    train = run_cfg.get("train") or {}
+    return train.get("val_batch_size") or train.get("batch_size")
+
+
+def input_modalities(run_cfg: Mapping[str, Any], model: Any) -> tuple[str, ...]:
+    """The channels, in order, the model was trained on.
+
+    First the model's own list (``flair-threshold`` stores it), then ``data.modalities``, then
+    the dataset's ``modalities`` parameter, then the cache's; else the four BraTS modalities.
+    """
+    from brats_ad.data.brats import check_modalities
+    from brats_ad.data.scan import MODALITIES
+
+    data = run_cfg.get("data") or {}
+    mods = getattr(model.config, "modalities", None) or data.get("modalities") \
+        or (data.get("dataset_params") or {}).get("modalities") or _cached_modalities(run_cfg) or MODALITIES
+    mods = check_modalities(mods)
+    channels = getattr(model.config, "in_channels", len(mods))
+    if channels != len(mods):
+        raise ConfigError(
+            f"the model takes {channels} channel(s) but the run's modalities are {list(mods)}; "
+            "set data.modalities in the train config and retrain"
+        )
+    return mods
+
+
+def _cached_modalities(run_cfg: Mapping[str, Any]) -> tuple[str, ...] | None:
+    cache_dir = run_cfg.get("cache_dir")
+    if not cache_dir or not Path(cache_dir).is_dir():
+        return None
+    for meta in sorted(Path(cache_dir).glob("*/meta.json"))[:1]:
+        return tuple(json.loads(meta.read_text()).get("modalities") or ()) or None
+    return None
+
+
+def run_pipeline(run_cfg: Mapping[str, Any], registries: "Registries") -> "Pipeline":
+    """The training cache's pipeline: its ``pipeline.json`` when present, else the config's spec."""
+    from brats_ad.data.prepare import PIPELINE_FILE, resolve_pipeline
+    from brats_ad.preprocess.pipeline import build_pipeline
+
+    cache_dir = run_cfg.get("cache_dir")
+    saved = Path(cache_dir) / PIPELINE_FILE if cache_dir else None
+    if saved is not None and saved.is_file():
+        steps = json.loads(saved.read_text()).get("pipeline")
+        if steps:
+            return build_pipeline(steps, registries)
+    data = run_cfg.get("data") or {}
+    spec = data.get("pipeline")
+    if isinstance(spec, list):
+        return build_pipeline(spec, registries)
+    return resolve_pipeline(spec, data.get("dataset", "brats"))
+
+
+def find_case(case_dir: Path, modalities: Sequence[str]) -> Any:
+    """The one BraTS case (2021 or 2023 naming) in ``case_dir``."""
+    from brats_ad.data.brats import BratsDataset
+
+    cases = BratsDataset(case_dir, modalities=modalities).cases()
+    if len(cases) != 1:
+        ids = ", ".join(c.case_id for c in cases[:5]) + (", ..." if len(cases) > 5 else "")
+        raise DataError(
+            f"{case_dir} holds {len(cases)} cases ({ids}), expected one; pass a single case folder "
+            "such as BraTS-GLI-00000-000/"
+        )
+    return cases[0]
+
+
+# -- scorers ---------------------------------------------------------------------------------------
+def select_scorers(
+    names: Sequence[str] | None, model_name: str, dims: int, registries: "Registries"
+) -> tuple[dict[str, "Entry"], dict[str, str]]:
+    """``(chosen entries, {skipped name: why})``; an incompatible scorer asked for by name is an error."""
+    model_entry = registries.models.get(model_name)
+    provides = set(model_entry.provides)
+
+    def why_not(entry: "Entry") -> str | None:
+        missing = sorted(set(entry.requires) - provides)
+        if missing:
+            return (f"needs {', '.join(missing)}, model {model_name!r} provides "
+                    f"{', '.join(sorted(provides)) or 'nothing'}")
+        if dims not in entry.dims:
+            return f"supports dims {sorted(entry.dims)}, the model is {dims}D"
+        return None
+
+    chosen: dict[str, Entry] = {}
+    skipped: dict[str, str] = {}
+    if names is None:
+        for entry in registries.scorers:
+            reason = why_not(entry)
+            if reason:
+                skipped[entry.name] = reason
+            else:
+                chosen[entry.name] = entry
+        return chosen, skipped
+    for name in dict.fromkeys(names):
+        entry = registries.scorers.get(name)  # unknown names: UnknownComponent with did-you-mean
+        reason = why_not(entry)
+        if reason:
+            raise ConfigError(f"scorer {name!r} cannot score model {model_name!r}: it {reason}; pick another scorer")
+        chosen[name] = entry
+    return chosen, skipped
+
+
+def _build_scorers(selected, skipped, model, run_cfg, checkpoint, dev, batch, *, explicit, say):
+    """Instantiate scorers; fit (or reload the fitted statistics of) those with ``fit``."""
+    objects: dict[str, Any] = {}
+    fitted_from: dict[str, str] = {}
+    healthy: list[Any] | None = None
+    for name, entry in selected.items():
+        scorer = entry.create()
+        if callable(getattr(scorer, "fit", None)):
+            path = scorer_state_path(checkpoint, name)
+            key = _fit_key(checkpoint, run_cfg, dict(entry.params))
+            try:
+                if not _load_state(scorer, path, key):
+                    if healthy is None:
+                        say(f"fitting {name!r} on the healthy validation split (once; saved to {path})")
+                        healthy = healthy_validation_outputs(model, run_cfg, checkpoint, device=dev, batch_size=batch)
+                    from brats_ad.scorers.base import fit_if_needed
+
+                    fit_if_needed(scorer, healthy)
+                    _save_state(scorer, path, key, name)
+            except BratsAdError as exc:
+                if explicit:
+                    raise
+                skipped[name] = f"needs fitting on healthy validation data, which failed: {exc}"
+                continue
+            fitted_from[name] = str(path)
+        objects[name] = scorer
+    return objects, fitted_from
+
+
+def scorer_state_path(checkpoint: Path, name: str) -> Path:
+    """``<checkpoint dir>/scorers/<name>.json``."""
+    return Path(checkpoint).parent / SCORER_STATE_DIR / f"{name}.json"
+
+
+def _fit_key(checkpoint: Path, run_cfg: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """What fitted statistics depend on: the exact checkpoint file, the split, the scorer params."""
+    digest = hashlib.sha256()
+    with open(checkpoint, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    from brats_ad.data.cache import _jsonable
+
+    return {"checkpoint_sha256": digest.hexdigest(), "split_hash": run_cfg.get("split_hash"),
+            "params": _jsonable(dict(params))}
+
+
+def _load_state(scorer: Any, path: Path, key: Mapping[str, Any]) -> bool:
+    """Load saved statistics when they were fitted for this checkpoint + split + params."""
+    if not path.is_file() or not callable(getattr(scorer, "load_state_dict", None)):
+        return False
+    try:
+        saved = json.loads(path.read_text())
+    except ValueError:
+        return False  # a damaged file is refitted and replaced
+    if saved.get("format") != SCORER_STATE_FORMAT or saved.get("key") != key:
+        return False
+    scorer.load_state_dict(saved["state"])
+    return True
+
+
+def _save_state(scorer: Any, path: Path, key: Mapping[str, Any], name: str) -> None:
+    if not callable(getattr(scorer, "state_dict", None)):
+        return  # nothing to save: refitted each run
+    from brats_ad.data.cache import write_json_atomic
+
+    write_json_atomic(path, {"format": SCORER_STATE_FORMAT, "scorer": name, "key": key,
+                             "state": _plain_state(scorer.state_dict()), "brats_ad_version": __version__})
+
+
+def _plain_state(value: Any) -> Any:
+    """Tensors and arrays as (nested) lists, so the statistics are plain JSON."""
+    if hasattr(value, "detach"):
+        return value.detach().cpu().tolist()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Mapping):
+        return {str(k): _plain_state(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_state(v) for v in value]
+    return value
+
+
+def healthy_validation_outputs(
+    model: "torch.nn.Module", run_cfg: Mapping[str, Any], checkpoint: Path, *, device: Any, batch_size: int | None
+) -> list[Any]:
+    """The model's outputs (on CPU) for the run's healthy validation samples, one per batch.
+
+    The samples are rebuilt exactly as training built them (same sampler, same settings) from
+    the cache folder and the split manifest of ``train_config.json``.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+
+    from brats_ad.data.splits import load_split
+    from brats_ad.train.config import _parse_data
+    from brats_ad.train.run import _healthy_dataset
+
+    data = _parse_data({k: v for k, v in (run_cfg.get("data") or {}).items() if v is not None})
+    cache_dir = Path(run_cfg.get("cache_dir") or data.cache_dir)
+    if not cache_dir.is_dir():
+        raise DataError(
+            f"the training cache {cache_dir} is not here, so the healthy validation split cannot be "
+            "rebuilt; run on the machine that trained, or copy the fitted scorers/<name>.json"
+        )
+    candidates = [data.split_file, Path(checkpoint).parent / "split.json", Path(run_cfg.get("output_dir", ".")) / "split.json"]
+    split_file = next((p for p in candidates if p is not None and Path(p).is_file()), None)
+    if split_file is None:
+        raise DataError(f"no split manifest (split.json) beside {checkpoint} or in the run's output folder; restore it from the training run")
+    split = load_split(split_file)
+    if run_cfg.get("split_hash") and split.hash != run_cfg["split_hash"]:
+        raise DataError(
+            f"split manifest {split_file} has hash {split.hash}, the run trained with {run_cfg['split_hash']}; "
+            "restore the run's split.json"
+        )
+    dataset = _healthy_dataset(data, cache_dir, split.val)
+    outputs = []
+    model.eval()
+    with torch.inference_mode():
+        for x in DataLoader(dataset, batch_size=batch_size or 32, shuffle=False):
+            out = model.infer(x.to(device))
+            outputs.append(dataclasses.replace(out, **{
+                f.name: getattr(out, f.name).cpu() for f in dataclasses.fields(out)
+                if hasattr(getattr(out, f.name), "cpu")
+            }))
+    if not outputs:
+        raise DataError(f"no healthy validation samples in {cache_dir} for split {split_file}; check the run")
+    return outputs
+
+
+# -- output ----------------------------------------------------------------------------------------
+def map_back(volume: np.ndarray, meta: Mapping[str, Any], *, fill: float) -> np.ndarray:
+    """A processed-grid map on the input grid (linear; outside the processed box: ``fill``)."""
+    from brats_ad.preprocess.pipeline import map_to_input_grid
+
+    return np.asarray(map_to_input_grid(volume, meta, order=1, fill=fill), dtype=np.float32)
+
+
+def write_map_nifti(path: Path, data: np.ndarray, reference: Any, *, description: str = "") -> Path:
+    """Write ``data`` as float32 NIfTI with ``reference``'s header, affine, sform and qform; atomic."""
+    import nibabel as nib
+
+    data = np.asarray(data, dtype=np.float32)
+    ref_shape = tuple(reference.shape[:3])
+    if data.shape != ref_shape:
+        raise DataError(f"map for {path.name} has shape {data.shape}, the input scan {ref_shape}; this is a bug")
+    header = reference.header.copy()
+    img = nib.Nifti1Image(data, reference.affine, header=header)
+    img.set_data_dtype(np.float32)
+    for getter, setter in (("get_sform", img.set_sform), ("get_qform", img.set_qform)):
+        matrix, code = getattr(reference.header, getter)(coded=True)
+        setter(reference.affine if matrix is None else matrix, int(code))
+    hdr = img.header
+    hdr.set_slope_inter(1.0, 0.0)
+    finite = data[np.isfinite(data)]
+    hdr["cal_min"], hdr["cal_max"] = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    hdr["descrip"] = description.encode("ascii", "replace")[:79]
+    tmp = path.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")  # same suffix: .nii.gz
+    try:
+        nib.save(img, str(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def _versions() -> dict[str, str]:
+    import nibabel
+    import torch
+
+    out = {"brats_ad": __version__, "python": sys.version.split()[0], "numpy": np.__version__,
+           "torch": str(torch.__version__), "nibabel": nibabel.__version__}
+    try:
+        import monai
+
+        out["monai"] = monai.__version__
+    except ImportError:  # pragma: no cover - monai is a dependency
+        pass
+    return out
+
+
+class _Say:
+    """Progress lines to stderr (rich when available); ``always`` lines print even when quiet."""
+
+    def __init__(self, console: "Console | None", progress: bool) -> None:
+        self.console, self.progress = console, progress
+
+    def __call__(self, message: str, *, always: bool = False) -> None:
+        if not (self.progress or always):
+            return
+        if self.console is None:
+            try:
+                from rich.console import Console
+
+                self.console = Console(stderr=True)
+            except ImportError:  # pragma: no cover - rich is a dependency
+                print(message, file=sys.stderr)
+                return
+        self.console.print(message, markup=False, highlight=False)
