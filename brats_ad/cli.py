@@ -56,26 +56,31 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     console = _console()
-    table = Table(title=f"brats-ad {__version__} components", show_lines=False)
-    for column in ("kind", "name", "dims", "provides / requires", "description", "source"):
-        table.add_column(column, overflow="fold")
-    for entry in entries:
-        contract = ", ".join(sorted(entry.provides)) if entry.provides else ""
-        if entry.requires:
-            contract = (contract + "; " if contract else "") + "needs " + ", ".join(sorted(entry.requires))
-        version = f" {entry.source.version}" if entry.source.version else ""
-        table.add_row(
-            entry.kind.rstrip("s"),
-            entry.name,
-            "/".join(f"{d}D" for d in sorted(entry.dims)),
-            contract,
-            entry.help,
-            f"{entry.source.distribution}{version}",
-        )
-    console.print(table)
+    console.print(f"[bold]brats-ad {__version__}[/] components")
+    for kind in kinds:
+        rows = [entry for entry in entries if entry.kind == kind]
+        if not rows:
+            continue
+        contract = "requires" if kind == "scorers" else "provides"
+        table = Table(title=kind, title_justify="left", show_lines=False)
+        table.add_column("name", no_wrap=True, style="bold")
+        table.add_column("dims", no_wrap=True)
+        if kind in ("models", "scorers"):
+            table.add_column(contract, overflow="fold")
+        table.add_column("description", overflow="fold", ratio=1)
+        table.add_column("source", overflow="fold")
+        for entry in rows:
+            version = f" {entry.source.version}" if entry.source.version else ""
+            cells = [entry.name, "/".join(f"{d}D" for d in sorted(entry.dims))]
+            if kind in ("models", "scorers"):
+                cells.append(", ".join(sorted(entry.requires if kind == "scorers" else entry.provides)))
+            cells += [entry.help, f"{entry.source.distribution}{version}"]
+            table.add_row(*cells)
+        console.print(table)
     plugin_table = Table(title="plugins (loaded in this order)")
-    for column in ("plugin", "distribution", "version", "hooks"):
-        plugin_table.add_column(column, overflow="fold")
+    for column in ("plugin", "distribution", "version"):
+        plugin_table.add_column(column, no_wrap=True)
+    plugin_table.add_column("hooks", overflow="fold")
     for plugin in plugins:
         plugin_table.add_row(
             plugin["name"],

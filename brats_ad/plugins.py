@@ -49,6 +49,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "brats_ad.data.plugin",
     "brats_ad.preprocess.plugin",
     "brats_ad.models.plugin",
+    "brats_ad.scorers.plugin",
     "brats_ad.metrics.plugin",
 )
 

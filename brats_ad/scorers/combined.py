@@ -28,7 +28,7 @@ from torch import Tensor
 
 from brats_ad.errors import ConfigError, DataError
 from brats_ad.models.output import ModelOutput
-from brats_ad.scorers.common import MapScorer, brain_region, check_power
+from brats_ad.scorers.common import MapScorer, check_power
 from brats_ad.scorers.latent import latent_error
 from brats_ad.scorers.residual import check_channels, residual_map
 
@@ -102,6 +102,7 @@ class Combined(MapScorer):
     def fitted(self) -> bool:
         return self._stats is not None
 
+    @torch.no_grad()
     def fit(self, healthy_outputs: Iterable[ModelOutput]) -> "Combined":
         """Learn the per-term statistics from HEALTHY validation outputs (replaces earlier ones)."""
         if self.normalisation == "none":
@@ -111,7 +112,10 @@ class Combined(MapScorer):
             self.check(output)
             enc.update(latent_error(output, self.name))
             residual = residual_map(output, self.power, self.channels, self.name)
-            con.update(residual[brain_region(output)])
+            # brain voxels only; a slice without brain adds none (brain_region's fallback is for scores)
+            inside = torch.ones_like(residual, dtype=torch.bool) if output.brain_mask is None \
+                else output.brain_mask.to(device=residual.device, dtype=torch.bool)
+            con.update(residual[inside])
         if enc.n == 0:
             raise DataError("scorer 'combined': fit got no healthy outputs; pass the healthy validation outputs")
         for label, moments, unit in (("L_enc", enc, "samples"), ("L_con", con, "brain voxels")):

@@ -140,6 +140,7 @@ class MapScorer:
         """Default: the mean of the map over the brain (see :func:`brain_region`)."""
         return masked_mean(amap, brain_region(output))
 
+    @torch.no_grad()  # scores are never trained through: keep no graph alive
     def __call__(self, output: ModelOutput) -> Score:
         amap = self.anomaly_map(output)  # checks the output
         amap = self.postprocess(amap, output.brain_mask)

@@ -12,7 +12,8 @@ import torch
 
 from _infer_helpers import FittedScorer, data_factories, registries_with_test_scorers
 from brats_ad.errors import ConfigError, UnknownComponent
-from brats_ad.infer.predict import predict_case, scorer_state_path
+from brats_ad.infer.fitting import scorer_state_path
+from brats_ad.infer.predict import predict_case
 
 FACTORIES = data_factories()
 REAL_CASE = "real_brats2023_met/BraTS-MET-00110-000"
@@ -108,6 +109,29 @@ def test_predict_real_case_with_a_trained_autoencoder(tmp_path: Path, shared_dat
     assert "anomaly_map" in report["skipped_scorers"]["t-map"]
     assert report["input"]["shape"] == [240, 240, 155] and report["timing_s"]["total"] > 0
     assert {"brats_ad", "torch", "numpy", "nibabel"} <= set(report["versions"])
+
+
+@pytest.mark.slow
+def test_predict_real_case_flair_threshold_is_the_scaled_flair(tmp_path: Path, shared_data: Path, regs) -> None:
+    """Training-free checkpoint written directly; on the real scan the map equals its FLAIR."""
+    from brats_ad.data.brats import BratsDataset
+    from brats_ad.data.loading import load_case
+    from brats_ad.preprocess.intensity import PercentileScale
+    from brats_ad.train.checkpoint import make_checkpoint, save_checkpoint
+
+    case_dir = shared_data / REAL_CASE
+    model = regs.models.get("flair-threshold").create(modalities=("t2f",), in_channels=1)
+    checkpoint = save_checkpoint(make_checkpoint(model, "flair-threshold"), tmp_path / "run" / "last.pt")
+    (tmp_path / "run" / "train_config.json").write_text(json.dumps({
+        "data": {"dataset": "brats", "dims": 2, "slice_size": 192, "modalities": ["flair"], "pipeline": "brats"},
+        "model": {"name": "flair-threshold"}, "train": {"batch_size": 32}, "cache_dir": None,
+    }))
+    written = predict_case(checkpoint, case_dir, tmp_path / "maps", ["t-map"], device="cpu", progress=False,
+                           registries=regs)
+    data = _assert_overlay(written["t-map"], case_dir / "BraTS-MET-00110-000-t2f.nii.gz")
+    scan = load_case(BratsDataset(case_dir, modalities=("flair",)).cases()[0])
+    expected = PercentileScale()(scan).image[0]
+    np.testing.assert_allclose(data[scan.brain_mask], expected[scan.brain_mask], atol=2e-3)
 
 
 # -- known answers on synthetic cases ------------------------------------------------------------------

@@ -122,3 +122,10 @@ def test_requires_both_terms():
     out.latent_out = None
     with pytest.raises(ConfigError, match="scorer 'combined' requires 'latent_pair'"):
         Combined(normalisation="none")(out)
+
+
+def test_slices_without_brain_add_no_voxels_to_the_healthy_stats():
+    empty = _output(2.0, [50.0, 50.0, 50.0, 50.0], brain=[False, False, False, False])
+    stats = Combined().fit([*_healthy(), empty]).state_dict()["stats"]
+    assert stats["n_voxels"] == 4 and stats["con_mean"] == pytest.approx(1.0)
+    assert stats["n_samples"] == 3  # its L_enc still counts

@@ -40,7 +40,7 @@ def _full_output(spatial_dims: int) -> ModelOutput:
     spatial = (4,) * spatial_dims
     x = torch.rand((2, 1, *spatial), generator=gen)
     return ModelOutput(
-        x=x, reconstruction=torch.rand((2, 1, *spatial), generator=gen),
+        x=x, reconstruction=torch.rand((2, 1, *spatial), generator=gen).requires_grad_(),
         latent_in=torch.rand((2, 3) + (1,) * spatial_dims, generator=gen),
         latent_out=torch.rand((2, 3) + (1,) * spatial_dims, generator=gen),
         disc_features_real=torch.rand((2, 5) + (2,) * spatial_dims, generator=gen),
@@ -61,6 +61,7 @@ def test_created_with_defaults_each_scorer_honours_the_contract(scorers, name, s
     assert score.anomaly_map.shape == (2, 1) + (4,) * spatial_dims and score.anomaly_map.dtype == torch.float32
     assert score.sample_score.shape == (2,) and score.sample_score.dtype == torch.float32
     assert torch.isfinite(score.anomaly_map).all() and torch.isfinite(score.sample_score).all()
+    assert not score.anomaly_map.requires_grad and not score.sample_score.requires_grad  # no graph kept
 
 
 def test_listing_scorers_does_not_import_torch():

@@ -82,6 +82,7 @@ class SSIMScorer:
         values = amap.flatten(1)
         return (values * brain).sum(1) / brain.sum(1)
 
+    @torch.no_grad()  # a score is never trained through
     def __call__(self, output: ModelOutput) -> Score:
         amap = self.postprocess(self.anomaly_map(output), output.brain_mask)
         return Score(anomaly_map=amap, sample_score=self.sample_score(amap, output).float())
