@@ -133,6 +133,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- brats-ad predict ------------------------------------------------------------------------------
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from brats_ad.infer.predict import predict_case
+
+    console = _console()
+    written = predict_case(
+        Path(args.checkpoint), Path(args.case), Path(args.out), args.scorer or None,
+        device=args.device, progress=not args.quiet, console=console,
+    )
+    for scorer, path in written.items():
+        console.print(f"[green]{scorer}[/] {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="brats-ad",
@@ -173,6 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="start afresh instead of continuing from last.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("predict", help="write anomaly maps of one case as NIfTI overlays on the input grid")
+    p.add_argument("--checkpoint", required=True, help="best.pt or last.pt written by 'brats-ad train'")
+    p.add_argument("--case", required=True, help="one case folder (BraTS 2021 or 2023+ naming)")
+    p.add_argument("--out", required=True, help="output folder for <case>_<scorer>.nii.gz")
+    p.add_argument("--scorer", action="append", help="scorer name (repeatable); default: every compatible scorer")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_predict)
     return parser
 
 

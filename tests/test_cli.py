@@ -67,3 +67,17 @@ def test_errors_are_one_line_with_exit_code_2(capsys, tmp_path):
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "nowhere" in err
+
+
+def test_predict_with_a_missing_checkpoint_is_one_clear_line(capsys, tmp_path):
+    code = main(["predict", "--checkpoint", str(tmp_path / "none.pt"), "--case", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith("error:") and "none.pt" in err
+
+
+def test_train_with_a_missing_config_is_one_clear_line(capsys, tmp_path):
+    code = main(["train", "--config", str(tmp_path / "absent.toml")])
+    assert code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith("error:") and "absent.toml" in err

@@ -91,7 +91,7 @@ def build_scorers(selected, skipped, model, run_cfg, checkpoint, dev, batch, *, 
                     raise
                 skipped[name] = f"needs fitting on healthy validation data, which failed: {exc}"
                 continue
-            fitted_from[name] = str(path)
+            fitted_from[name] = str(path) if path.is_file() else "healthy validation split (no state_dict: not saved)"
         objects[name] = scorer
     return objects, fitted_from
 
@@ -123,7 +123,10 @@ def _load_state(scorer: Any, path: Path, key: Mapping[str, Any]) -> bool:
         return False  # a damaged file is refitted and replaced
     if saved.get("format") != SCORER_STATE_FORMAT or saved.get("key") != key:
         return False
-    scorer.load_state_dict(saved["state"])
+    try:
+        scorer.load_state_dict(saved["state"])
+    except (BratsAdError, KeyError, TypeError, ValueError):
+        return False  # statistics this scorer cannot take back: refit and replace them
     return True
 
 

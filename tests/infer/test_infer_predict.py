@@ -211,6 +211,10 @@ def test_fitted_scorer_is_fitted_once_on_healthy_validation_and_reused(tmp_path:
     report = json.loads((tmp_path / "b" / "BraTS-GLI-00099-000_predict.json").read_text())
     assert report["scorers"]["t-fitted"]["fitted_from"] == str(state_file)
 
+    state_file.write_text("{ damaged")  # a broken file is refitted and replaced, not an error
+    predict_case(checkpoint, case_dir, tmp_path / "c", ["t-fitted"], device="cpu", progress=False, registries=regs)
+    assert FittedScorer.fit_calls == before + 2 and json.loads(state_file.read_text())["scorer"] == "t-fitted"
+
 
 def test_scorer_choice_and_errors(tmp_path: Path, regs) -> None:
     from brats_ad.train.checkpoint import make_checkpoint, save_checkpoint
