@@ -3,6 +3,11 @@
 The tensor convention is the one of :class:`brats_ad.data.scan.Scan`: image ``(C, X, Y, Z)``
 float32, ``seg``/``brain_mask`` ``(X, Y, Z)``. Every step returns a new scan and appends one record
 ``{"name": step, ...}`` to ``meta["steps"]`` saying what it did.
+
+Memory layout: the loader and the steps that allocate lay volumes out *slice-major* in memory,
+``(Z, C, X, Y)`` for images and ``(Z, X, Y)`` for masks, exposed as ``(C, X, Y, Z)`` /
+``(X, Y, Z)`` views (:func:`empty_slice_major`). That is the cache's layout, so writing a case
+needs no transpose; steps work on :func:`memory_order` views so any layout stays fast.
 """
 
 from __future__ import annotations
@@ -26,6 +31,36 @@ def brain_mask_of(scan: Scan) -> np.ndarray:
     if scan.brain_mask is not None:
         return np.asarray(scan.brain_mask, dtype=bool)
     return np.any(scan.image != 0, axis=0)
+
+
+def empty_slice_major(shape: tuple[int, ...], dtype: Any, fill: Any = None) -> np.ndarray:
+    """A ``(C, X, Y, Z)`` (or ``(X, Y, Z)``) array stored as C-contiguous ``(Z, C, X, Y)``.
+
+    The last axis goes first in memory, so an axial slice with all its channels is one block
+    (the cache layout): writing the cache is then a plain cast, no transpose.
+    """
+    shape = tuple(int(n) for n in shape)
+    physical = (shape[-1], *shape[:-1])
+    buf = np.empty(physical, dtype=dtype) if fill is None else np.full(physical, fill, dtype=dtype)
+    return buf.transpose(*range(1, len(shape)), 0)
+
+
+def memory_order(array: np.ndarray) -> tuple[np.ndarray, tuple[int, ...], tuple[slice, ...]]:
+    """``array`` as a view with its axes in memory order and flips undone: ``(view, axes, flips)``.
+
+    ``view`` is C-contiguous whenever ``array`` is a transposed and/or flipped view of a
+    contiguous block (what the loader, orient and crop-pad produce), so flat indices work on it.
+    :func:`from_memory_order` maps an array laid out like ``view`` back to ``array``'s axes.
+    """
+    flips = tuple(slice(None, None, -1) if s < 0 else slice(None) for s in array.strides)
+    # stable sort by decreasing stride; axes of length 1 go last (their stride is arbitrary)
+    axes = tuple(sorted(range(array.ndim), key=lambda a: (array.shape[a] == 1, -abs(array.strides[a]))))
+    return array[flips].transpose(axes), axes, flips
+
+
+def from_memory_order(array: np.ndarray, axes: tuple[int, ...], flips: tuple[slice, ...]) -> np.ndarray:
+    """Inverse of :func:`memory_order`: a view of ``array`` in the original axis order."""
+    return array.transpose(np.argsort(axes))[flips]
 
 
 def check_scan(scan: Scan, step: str) -> None:

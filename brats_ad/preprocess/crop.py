@@ -8,7 +8,7 @@ import numpy as np
 
 from brats_ad.data.scan import Scan
 from brats_ad.errors import ConfigError
-from brats_ad.preprocess.base import brain_mask_of, check_scan, triple, with_step
+from brats_ad.preprocess.base import brain_mask_of, check_scan, empty_slice_major, memory_order, triple, with_step
 
 
 class CropPad:
@@ -64,7 +64,7 @@ class CropPad:
             start = (box_lo + box_hi - out_shape) // 2
         inside = bool(np.all(start >= 0) and np.all(start + out_shape <= in_shape))
         pads = [0.0] * scan.image.shape[0] if inside else self._pad_values(scan, mask)
-        image = np.stack([_window(ch, start, out_shape, pad) for ch, pad in zip(scan.image, pads)])
+        image = _window_image(np.asarray(scan.image), start, out_shape, pads)
         seg = None if scan.seg is None else _window(scan.seg, start, out_shape, 0)
         new_mask = _window(mask, start, out_shape, False)
         affine = np.asarray(scan.affine, dtype=float).copy()
@@ -84,22 +84,74 @@ class CropPad:
     def _pad_values(self, scan: Scan, mask: np.ndarray) -> list[float]:
         if not isinstance(self.pad_value, str):
             return [float(self.pad_value)] * scan.image.shape[0]
-        outside = ~mask
-        if self.pad_value == "background" and outside.any():
-            return [float(np.min(ch, where=outside, initial=np.inf)) for ch in scan.image]
+        if self.pad_value == "background" and not mask.all():
+            return [_min_outside(ch, mask) for ch in scan.image]
         return [float(ch.min()) for ch in scan.image]
 
 
-def _window(volume: np.ndarray, start: np.ndarray, shape: np.ndarray, pad: float) -> np.ndarray:
-    """``volume[start : start + shape]`` with out-of-grid voxels set to ``pad``."""
-    out = np.full(tuple(int(s) for s in shape), pad, dtype=volume.dtype)
+def _min_outside(channel: np.ndarray, mask: np.ndarray) -> float:
+    """The smallest value of ``channel`` outside ``mask`` (``mask`` has a False voxel).
+
+    Usually the channel's minimum lies outside the brain (the zero background of raw BraTS, the
+    -1 of percentile-scale): two cheap whole-volume passes confirm it, in memory order.
+    ``np.min(where=~mask)`` is ~10x slower, so it is only the fallback.
+    """
+    ch, axes, flips = memory_order(channel)
+    m = np.asarray(mask)[flips].transpose(axes)
+    low = ch.min()
+    at_low = ch == low
+    if np.count_nonzero(at_low) > np.count_nonzero(at_low & m):
+        return float(low)
+    return float(np.min(channel, where=~np.asarray(mask, dtype=bool), initial=np.inf))
+
+
+def _bounds(start: np.ndarray, shape: np.ndarray, in_shape: Sequence[int]) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
+    """Source and destination slices of the part of the window inside the grid (None if empty)."""
     src_lo = np.maximum(start, 0)
-    src_hi = np.minimum(start + shape, volume.shape)
+    src_hi = np.minimum(start + shape, in_shape)
     if np.any(src_hi <= src_lo):
-        return out
+        return None
     dst_lo = src_lo - start
     dst_hi = dst_lo + (src_hi - src_lo)
-    out[tuple(slice(a, b) for a, b in zip(dst_lo, dst_hi))] = volume[
-        tuple(slice(a, b) for a, b in zip(src_lo, src_hi))
-    ]
+    src = tuple(slice(int(a), int(b)) for a, b in zip(src_lo, src_hi))
+    dst = tuple(slice(int(a), int(b)) for a, b in zip(dst_lo, dst_hi))
+    return src, dst
+
+
+def _window(volume: np.ndarray, start: np.ndarray, shape: np.ndarray, pad: float) -> np.ndarray:
+    """``volume[start : start + shape]`` with out-of-grid voxels set to ``pad``, slice-major."""
+    volume = np.asarray(volume)
+    out = empty_slice_major(tuple(int(s) for s in shape), volume.dtype, fill=pad)
+    bounds = _bounds(start, shape, volume.shape)
+    if bounds is not None:
+        src, dst = bounds
+        _copy(out[dst], volume[src])
     return out
+
+
+def _window_image(image: np.ndarray, start: np.ndarray, shape: np.ndarray, pads: Sequence[float]) -> np.ndarray:
+    """The window of every channel as one slice-major float32 ``(C, X, Y, Z)`` array.
+
+    Slice-major (``(Z, C, X, Y)`` in memory) is the cache's layout: writing it is then a cast.
+    """
+    full = (image.shape[0], *(int(s) for s in shape))
+    bounds = _bounds(start, shape, image.shape[1:])
+    covered = bounds is not None and all(d.start == 0 and d.stop == n for d, n in zip(bounds[1], shape))
+    if covered:  # every voxel is copied below: no fill pass
+        out = empty_slice_major(full, np.float32)
+    elif len(set(pads)) == 1:
+        out = empty_slice_major(full, np.float32, fill=pads[0])
+    else:
+        out = empty_slice_major(full, np.float32)
+        for c, pad in enumerate(pads):
+            out[c] = pad
+    if bounds is not None:
+        src, dst = bounds
+        _copy(out[(slice(None), *dst)], image[(slice(None), *src)])
+    return out
+
+
+def _copy(dst: np.ndarray, src: np.ndarray) -> None:
+    """``dst[...] = src`` iterated in the destination's memory order (numpy picks the source's)."""
+    d, axes, flips = memory_order(dst)
+    np.copyto(d, src[flips].transpose(axes), casting="unsafe")

@@ -7,14 +7,17 @@ A constant channel (or an empty brain mask) gives zeros in the brain and a warni
 from __future__ import annotations
 
 import warnings
+from typing import Any, Sequence
 
 import numpy as np
 
 from brats_ad.data.scan import Scan
 from brats_ad.errors import ConfigError
-from brats_ad.preprocess.base import brain_mask_of, check_scan, with_step
+from brats_ad.preprocess.base import brain_mask_of, check_scan, memory_order, with_step
 
 _EPS = 1e-6
+#: Widest value range (max - min) of whole-number inputs that get the histogram percentile.
+_HIST_MAX_BINS = 1 << 20
 
 
 class ZScore:
@@ -28,20 +31,20 @@ class ZScore:
     def __call__(self, scan: Scan) -> Scan:
         check_scan(scan, self.name)
         mask = brain_mask_of(scan)
-        out, index = _output(scan, mask, self.background)
+        brain = _BrainVoxels(scan.image, mask)
+        out = brain.output(self.background)
         stats = []
-        for c, channel in enumerate(scan.image):
-            values = np.asarray(channel[mask], dtype=np.float64)
+        for c in range(scan.image.shape[0]):
+            values = brain.values(c).astype(np.float64)
             mean = float(values.mean()) if values.size else 0.0
             std = float(values.std()) if values.size else 0.0
             if std < _EPS:
                 _warn_constant(scan, self.name, c, values.size)
-                out[c][index] = 0.0
+                brain.put(out, c, 0.0)
             else:
-                out[c][index] = (values - mean) / std
+                brain.put(out, c, (values - mean) / std)
             stats.append({"mean": mean, "std": std})
-        out = out.reshape(scan.image.shape)
-        return with_step(scan, self.name, {"stats": stats}, image=out, brain_mask=mask)
+        return with_step(scan, self.name, {"stats": stats}, image=brain.as_image(out), brain_mask=mask)
 
 
 class PercentileScale:
@@ -65,36 +68,114 @@ class PercentileScale:
     def __call__(self, scan: Scan) -> Scan:
         check_scan(scan, self.name)
         mask = brain_mask_of(scan)
-        out, index = _output(scan, mask, self.background)
+        brain = _BrainVoxels(scan.image, mask)
+        out = brain.output(self.background)
         ranges = []
-        for c, channel in enumerate(scan.image):
-            values = np.asarray(channel[mask], dtype=np.float32)
+        for c in range(scan.image.shape[0]):
+            values = brain.values(c)
             if values.size:
-                lo, hi = (float(v) for v in np.percentile(values, [self.lower, self.upper]))
+                lo, hi = brain_percentiles(values, (self.lower, self.upper))
             else:
                 lo = hi = 0.0
             if hi - lo < _EPS:
                 _warn_constant(scan, self.name, c, values.size)
-                out[c][index] = 0.0
+                brain.put(out, c, 0.0)
             else:
                 np.clip(values, lo, hi, out=values)
                 values -= np.float32(lo)
                 values *= np.float32(2.0 / (hi - lo))
                 values -= np.float32(1.0)
-                out[c][index] = values
+                brain.put(out, c, values)
             ranges.append([lo, hi])
-        out = out.reshape(scan.image.shape)
-        return with_step(scan, self.name, {"ranges": ranges}, image=out, brain_mask=mask)
+        return with_step(scan, self.name, {"ranges": ranges}, image=brain.as_image(out), brain_mask=mask)
 
 
-def _output(scan: Scan, mask: np.ndarray, background: float) -> tuple[np.ndarray, np.ndarray]:
-    """A (C, X*Y*Z) array filled with ``background`` and the flat indices of brain voxels.
+def brain_percentiles(values: np.ndarray, percents: Sequence[float]) -> list[float]:
+    """``np.percentile(values, percents)`` (linear method), exact, in O(N) for whole numbers.
 
-    Writing through flat indices is several times faster than boolean-mask assignment, which
-    matters on the BraTS path (4 x 240 x 240 x 155 per case).
+    MRI files store integers (BraTS: int16), so after the float32 cast the brain values are
+    whole numbers in a small range: a histogram (``bincount``) gives every order statistic in
+    one pass, ~10x faster than the partial sort behind ``np.percentile``. Hand-written because
+    numpy has no histogram percentile; the interpolation below is numpy's own ('linear': virtual
+    index ``q (n - 1)``, then its ``_lerp``), so results are bit-identical. Other inputs go to
+    ``np.percentile``.
     """
-    out = np.full((scan.image.shape[0], mask.size), background, dtype=np.float32)
-    return out, np.flatnonzero(mask)
+    values = np.asarray(values, dtype=np.float32).reshape(-1)
+    n = values.size
+    vmin, vmax = (float(values.min()), float(values.max())) if n else (0.0, 0.0)
+    whole = (
+        n > 0 and np.isfinite(vmin) and np.isfinite(vmax) and vmax - vmin <= _HIST_MAX_BINS
+        and max(-vmin, vmax) < 2.0**24 and np.array_equal(np.rint(values), values)
+    )
+    if not whole:
+        return [float(v) for v in np.percentile(values, list(percents))]
+    counts = np.bincount((values - np.float32(vmin)).astype(np.intp))
+    cumulative = np.cumsum(counts)
+
+    def order_stat(k: int) -> np.float32:  # the k-th smallest value (0-based)
+        return np.float32(vmin + int(np.searchsorted(cumulative, k, side="right")))
+
+    out = []
+    for q in np.true_divide(np.asarray(percents, dtype=np.float64), 100):
+        virtual = (n - 1) * q  # numpy's 'linear' get_virtual_index
+        if virtual >= n - 1:
+            out.append(float(vmax))
+            continue
+        previous = int(np.floor(virtual))
+        gamma = virtual - previous
+        a, b = order_stat(previous), order_stat(previous + 1)
+        diff = np.float32(b - a)
+        value = b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
+        out.append(float(value))
+    return out
+
+
+class _BrainVoxels:
+    """Gather the brain voxels of each channel and scatter results, by flat index, in memory order.
+
+    Hand-written because boolean indexing (``channel[mask]``) walks the whole volume in logical
+    order, striding across memory for the slice-major layout; flat indices computed once on the
+    mask in memory order make every channel one ``take`` and one ``put`` over brain voxels only
+    (~5x faster on a BraTS case). The output is allocated in the input's axis order with
+    positive strides (flipped views from orient are un-flipped by index, not by a copy).
+    """
+
+    def __init__(self, image: np.ndarray, mask: np.ndarray) -> None:
+        mem, axes, flips = memory_order(np.asarray(image))
+        self.flat = np.ascontiguousarray(mem).reshape(-1)
+        self.axes, self.shape = axes, mem.shape
+        channels = image.shape[0]
+        k = axes.index(0)  # where the channel axis lies in memory
+        self.stride = int(np.prod(mem.shape[k + 1:], dtype=np.int64))  # elements per channel block
+        spatial_axes = tuple(a - 1 for a in axes if a != 0)
+        spatial = np.asarray(mask, dtype=bool)[flips[1:]].transpose(spatial_axes)
+        idx = np.flatnonzero(np.ascontiguousarray(spatial))
+        self.size = idx.size
+        # spatial flat index -> flat index of channel 0 in the (..., C, ...) memory block
+        self.src = idx + (idx // self.stride) * ((channels - 1) * self.stride) if channels > 1 else idx
+        flipped = [d for d, f in enumerate(flips) if f.step == -1]
+        if flipped:  # same voxels in the un-flipped output: mirror the flipped coordinates
+            coords = list(np.unravel_index(self.src, mem.shape))
+            for a in flipped:
+                d = axes.index(a)
+                coords[d] = mem.shape[d] - 1 - coords[d]
+            self.dst = np.ravel_multi_index(coords, mem.shape)
+        else:
+            self.dst = self.src
+
+    def values(self, c: int) -> np.ndarray:
+        """Brain voxels of channel ``c`` (a new float32 array, free to modify)."""
+        return self.flat.take(self.src + c * self.stride).astype(np.float32, copy=False)
+
+    def output(self, fill: float) -> np.ndarray:
+        return np.full(self.shape, fill, dtype=np.float32)
+
+    def put(self, out: np.ndarray, c: int, values: Any) -> None:
+        out.reshape(-1)[self.dst + c * self.stride] = values
+
+    def as_image(self, out: np.ndarray) -> np.ndarray:
+        """``out`` (memory order) as a ``(C, X, Y, Z)`` view."""
+        return out.transpose(np.argsort(self.axes))
 
 
 def _finite(value: float, name: str, step: str) -> float:

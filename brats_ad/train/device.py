@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import random
 from dataclasses import dataclass
-from typing import Any, ContextManager
+from typing import Any, Callable, ContextManager
 
 import numpy as np
 import torch
@@ -137,15 +137,32 @@ class LoopOptimizer:
     ``loss.backward()`` itself still trains, without fp16 loss scaling (a warning says so once);
     bf16 and fp32 need no scaling. Use :func:`backward` to write models that work both under
     the loop and with raw optimisers in their own tests.
+
+    ``grad_sync`` (set under torchrun, see :mod:`brats_ad.train.distributed`) is called with the
+    optimiser once per step, before unscaling or stepping: it averages gradients across ranks.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, scaler: "torch.amp.GradScaler | None", name: str = "") -> None:
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        scaler: "torch.amp.GradScaler | None",
+        name: str = "",
+        grad_sync: "Callable[[torch.optim.Optimizer], None] | None" = None,
+    ) -> None:
         self.optimizer = optimizer
         self.name = name
         self._scaler = scaler
         self._scaled = False
         self.used_scaler = False
         self._warned = False
+        self._grad_sync = grad_sync
+        self._synced = False
+
+    def _sync(self) -> None:
+        """Average gradients over ranks once per step (no-op in a single process)."""
+        if self._grad_sync is not None and not self._synced:
+            self._grad_sync(self.optimizer)
+            self._synced = True
 
     def backward(self, loss: torch.Tensor, **kwargs: Any) -> None:
         if self._scaler is None:
@@ -156,10 +173,16 @@ class LoopOptimizer:
 
     def unscale(self) -> None:
         """Unscale gradients in place before clipping them (no-op without fp16 scaling)."""
+        self._sync()  # clip the averaged gradients, as under DDP
         if self._scaler is not None and self._scaled:
             self._scaler.unscale_(self.optimizer)
 
     def step(self, closure: Any = None) -> Any:
+        if closure is not None and self._grad_sync is not None:
+            closure = self._synced_closure(closure)
+        else:
+            self._sync()
+        self._synced = False
         if self._scaler is None:
             return self.optimizer.step(closure) if closure is not None else self.optimizer.step()
         if not self._scaled:
@@ -177,6 +200,15 @@ class LoopOptimizer:
         self._scaled = False
         self.used_scaler = True
         return self._scaler.step(self.optimizer)
+
+    def _synced_closure(self, closure: Any) -> Any:
+        def synced() -> Any:
+            loss = closure()  # recomputes the gradients: average them again
+            self._synced = False
+            self._sync()
+            return loss
+
+        return synced
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
