@@ -147,6 +147,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- brats-ad leaderboard --------------------------------------------------------------------------
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from brats_ad.report.leaderboard import write_leaderboard
+
+    out = write_leaderboard(Path(args.results), Path(args.out) if args.out else None,
+                            primary=args.primary, figures=not args.no_figures)
+    _console().print(f"[green]leaderboard[/] {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="brats-ad",
@@ -196,6 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("leaderboard", help="markdown leaderboard and figures from a bench results.jsonl (no torch)")
+    p.add_argument("results", help="results.jsonl, or the bench folder holding it")
+    p.add_argument("--out", default=None, help="default: leaderboards/<bench folder>.md")
+    p.add_argument("--primary", default="voxel_auprc_score",
+                   help="ranking metric; *_score: higher is better, *_error/*_loss: lower (default: voxel_auprc_score)")
+    p.add_argument("--no-figures", action="store_true", help="markdown only")
+    p.set_defaults(func=_cmd_leaderboard)
     return parser
 
 

@@ -157,7 +157,7 @@ def _prepare_one(
     from brats_ad.data.loading import load_case
 
     try:
-        scan = load_case(case, modalities)
+        scan = load_case(case, modalities, layout="native")  # steps keep any layout: skip a transpose
         scan = pipeline(scan)
         write_cached_case(cache_dir, scan, config, source=fingerprint,
                           extra_meta={"dataset": case.dataset, "naming": case.naming})

@@ -85,22 +85,30 @@ class CropPad:
         if not isinstance(self.pad_value, str):
             return [float(self.pad_value)] * scan.image.shape[0]
         if self.pad_value == "background" and not mask.all():
-            return [_min_outside(ch, mask) for ch in scan.image]
+            # one background voxel, to confirm cheaply that a channel's minimum lies outside
+            probe = _outside_voxel(mask)
+            return [_min_outside(ch, mask, probe) for ch in scan.image]
         return [float(ch.min()) for ch in scan.image]
 
 
-def _min_outside(channel: np.ndarray, mask: np.ndarray) -> float:
-    """The smallest value of ``channel`` outside ``mask`` (``mask`` has a False voxel).
+def _outside_voxel(mask: np.ndarray) -> tuple[int, ...]:
+    """Index of a voxel outside ``mask`` (which has one): a corner if possible, else the first."""
+    for corner in np.ndindex(*(2,) * mask.ndim):
+        index = tuple(-c for c in corner)  # 0 or -1 along each axis
+        if not mask[index]:
+            return index
+    return tuple(int(i) for i in np.unravel_index(int(np.argmin(mask)), mask.shape))
 
-    Usually the channel's minimum lies outside the brain (the zero background of raw BraTS, the
-    -1 of percentile-scale): two cheap whole-volume passes confirm it, in memory order.
-    ``np.min(where=~mask)`` is ~10x slower, so it is only the fallback.
+
+def _min_outside(channel: np.ndarray, mask: np.ndarray, probe: tuple) -> float:
+    """The smallest value of ``channel`` outside ``mask``; ``probe`` is a voxel outside it.
+
+    Usually the channel's minimum is the background (0 in raw BraTS, -1 after
+    percentile-scale): when the probe voxel holds it, that is the answer, for one ``min`` pass.
+    Otherwise ``np.min(where=~mask)``, ~20x slower.
     """
-    ch, axes, flips = memory_order(channel)
-    m = np.asarray(mask)[flips].transpose(axes)
-    low = ch.min()
-    at_low = ch == low
-    if np.count_nonzero(at_low) > np.count_nonzero(at_low & m):
+    low = channel.min()
+    if channel[probe] == low:
         return float(low)
     return float(np.min(channel, where=~np.asarray(mask, dtype=bool), initial=np.inf))
 

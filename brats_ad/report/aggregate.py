@@ -115,6 +115,8 @@ def read_rows(path: Path) -> list[Row]:
                             "each line must be one results row")
         _check_row(data, where)
         rows.append(Row(lineno, data))
+    if not rows:
+        raise DataError(f"{path} holds no results row; run 'brats-ad bench' (or wait for its first cell)")
     by_cell: dict[Any, Row] = {}
     for row in rows:
         cell_id = row.get("cell_id")
@@ -143,7 +145,8 @@ def _check_row(data: Mapping[str, Any], where: str) -> None:
             raise DataError(f"{where}: missing key {key!r}; every results row needs status, model, "
                             "scorer, dims and seed")
         if not ok(data[key]):
-            want = {"status": "'done' or 'failed'", "dims": "2 or 3", "seed": "an integer"}.get(key, "a string" if key in ("model", "scorer") else "an object")
+            want = {"status": "'done' or 'failed'", "dims": "2 or 3", "seed": "an integer",
+                    "model": "a non-empty string", "scorer": "a non-empty string"}.get(key, "an object")
             raise DataError(f"{where}: {key!r} must be {want}, got {data[key]!r}")
     if data["status"] == "done":
         metrics = data.get("metrics")

@@ -12,7 +12,6 @@ import csv
 import io
 import json
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,7 +179,7 @@ def gallery_figure(cells: Sequence[Cell], model: str, dims: int, results_dir: Pa
             break
     if reference is None:
         return FigureResult("gallery", dims, title, None,
-                            (f"skipped: no gallery artifact for {model} in {dims}D", *notes))
+                            ("skipped: no gallery artifact", *notes))
     columns = []
     for cell in cells:
         row = next((r for r in cell.rows if r.seed == seed), None)
@@ -211,8 +210,8 @@ def gallery_figure(cells: Sequence[Cell], model: str, dims: int, results_dir: Pa
     ax = fig.add_axes((0.01, 0.01, 0.98, 1 - 0.62 / height))
     ax.imshow(mosaic, interpolation="nearest")
     ax.set_axis_off()
-    for x, title in zip(centres, titles):
-        ax.text(x, -2, title, ha="center", va="bottom", fontsize=8, clip_on=False)
+    for x, heading in zip(centres, titles):
+        ax.text(x, -2, heading, ha="center", va="bottom", fontsize=8, clip_on=False)
     fig.suptitle(f"{model}, {dims}D, seed {seed} (each map column scaled to its 1st-99th percentile)",
                  fontsize=9, y=1 - 0.08 / height, va="top")
     _save(fig, path)

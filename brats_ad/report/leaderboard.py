@@ -12,6 +12,7 @@ import secrets
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from brats_ad.errors import ConfigError
 from brats_ad.report.aggregate import (
     BASELINE_MODEL,
     Cell,
@@ -27,7 +28,6 @@ from brats_ad.report.aggregate import (
     rank,
     read_rows,
 )
-from brats_ad.errors import ConfigError
 
 DIGITS = 3
 CONSTANT_MARK = "†"
@@ -48,7 +48,7 @@ def write_leaderboard(results: Path, out: Path | None = None, *, primary: str = 
     rows = read_rows(results)
     metric_direction(primary)  # a name without a direction fails before any work
     cells = build_cells(rows)
-    if not any(c.stat(primary).n for c in cells):
+    if any(r.done for r in rows) and not any(c.stat(primary).n for c in cells):
         known = ", ".join(metric_columns(rows)) or "none"
         raise ConfigError(f"no done cell has metric {primary!r}; pick one of: {known}")
     cells_by_dims = {d: rank([c for c in cells if c.dims == d and c.rows], primary)
@@ -82,7 +82,7 @@ def render_markdown(rows: Sequence[Row], cells: Sequence[Cell], cells_by_dims: d
         for fig in figures:
             if fig.kind == "curves" and fig.dims == dims:
                 lines += _figure_lines(fig, figure_dir)
-    lines += summary_section(cells_by_dims, primary)
+    lines += summary_section(cells_by_dims, primary, failed_baselines={c.dims for c in cells if c.is_baseline})
     if figures_requested:
         galleries = [f for f in figures if f.kind == "gallery"]
         lines += ["## Anomaly maps", "",
@@ -91,8 +91,9 @@ def render_markdown(rows: Sequence[Row], cells: Sequence[Cell], cells_by_dims: d
             lines += [f"### {fig.title.removeprefix('Anomaly maps, ')}", ""] + _figure_lines(fig, figure_dir)
         skipped = [f for f in galleries if f.path is None]
         if skipped:
-            lines += ["Not drawn:", ""] + [f"- {f.title.removeprefix('Anomaly maps, ')}: {'; '.join(f.notes)}"
-                                           for f in skipped] + [""]
+            lines += ["Not drawn:", ""]
+            lines += [f"- {f.title.removeprefix('Anomaly maps, ')}: {'; '.join(f.notes).removeprefix('skipped: ')}"
+                      for f in skipped] + [""]
         lines += ["## Training curves", ""]
         for fig in (f for f in figures if f.kind == "training"):
             lines += _figure_lines(fig, figure_dir)
@@ -207,7 +208,7 @@ def protocol_paragraph(rows: Sequence[Row], primary: str) -> str:
     direction = "higher" if metric_direction(primary) > 0 else "lower"
     return (
         f"**Protocol.** Dataset {dataset} (modalities {modalities}), preprocessed with pipeline {pipeline}. "
-        f"Patients are split once, seeded (split {split}): {sizes}; no patient is in two splits. "
+        f"Patients are split at random with a fixed seed (split {split}): {sizes}; no patient is in two splits. "
         f"Models are trained without labels on {training}. The anomaly is the whole tumour (label > 0). "
         "Voxel-level AUROC and AUPRC are computed over the brain voxels of the test volumes. "
         f"Dice is computed per test volume at a threshold chosen without test labels: "
@@ -222,7 +223,8 @@ def protocol_paragraph(rows: Sequence[Row], primary: str) -> str:
 
 
 # -- summary, failures, parameters, provenance -----------------------------------------------------
-def summary_section(cells_by_dims: dict[int, list[Cell]], primary: str) -> list[str]:
+def summary_section(cells_by_dims: dict[int, list[Cell]], primary: str, *,
+                    failed_baselines: Iterable[int] = ()) -> list[str]:
     name = metric_header(primary)
     lines = ["## Summary", "", f"Best cell per model across scorers and dims, by {name}.", "",
              f"| Model | Best cell | {name} {_arrow(primary)} |", "|:---|:---|---:|"]
@@ -234,6 +236,8 @@ def summary_section(cells_by_dims: dict[int, list[Cell]], primary: str) -> list[
             if mean is not None and (current is None or better(mean, current.stat(primary).mean, primary)):
                 best[cell.model_label] = cell
     order = sorted(best.values(), key=lambda c: (-metric_direction(primary) * c.stat(primary).mean, c.model_label))
+    if not order:
+        return lines[:3] + ["No cell finished; see [Failed cells](#failed-cells).", ""]
     for cell in order:
         mark = CONSTANT_MARK if cell.constant_map else ""
         lines.append(f"| {_md(cell.model_label)} | {_md(cell.scorer_label)}{mark}, {cell.dims}D | "
@@ -241,12 +245,18 @@ def summary_section(cells_by_dims: dict[int, list[Cell]], primary: str) -> list[
     lines.append("")
     if any(c.constant_map for c in order):
         lines += [_constant_footnote(), ""]
-    lines += baseline_lines(cells_by_dims, primary)
+    lines += baseline_lines(cells_by_dims, primary, baseline_dims=failed_baselines)
     return lines
 
 
-def baseline_lines(cells_by_dims: dict[int, list[Cell]], primary: str) -> list[str]:
-    """Per dims: which learned cells beat the FLAIR-threshold baseline on the primary metric."""
+def baseline_lines(cells_by_dims: dict[int, list[Cell]], primary: str, *,
+                   baseline_dims: Iterable[int] = ()) -> list[str]:
+    """Per dims: which learned cells beat the FLAIR-threshold baseline on the primary metric.
+
+    ``baseline_dims``: dims where the matrix has a baseline cell at all (finished or not), so a
+    failed baseline is not reported as a missing one.
+    """
+    baseline_dims = set(baseline_dims)
     name = metric_header(primary)
     lines = [f"**Against the FLAIR-threshold baseline** (`{BASELINE_MODEL}`, {name}, mean over seeds):", ""]
     any_baseline = False
@@ -255,7 +265,9 @@ def baseline_lines(cells_by_dims: dict[int, list[Cell]], primary: str) -> list[s
         baselines = [c for c in scored if c.is_baseline]
         learned = [c for c in scored if not c.is_baseline]
         if not baselines:
-            lines.append(f"- {dims}D: no FLAIR-threshold cell; add model `{BASELINE_MODEL}` to the matrix to compare.")
+            lines.append(f"- {dims}D: the FLAIR-threshold cell did not finish (see Failed cells)."
+                         if dims in baseline_dims else
+                         f"- {dims}D: no FLAIR-threshold cell; add model `{BASELINE_MODEL}` to the matrix to compare.")
             continue
         any_baseline = True
         base = baselines[0]  # ranked: the best baseline cell
@@ -327,7 +339,7 @@ def provenance_section(rows: Sequence[Row], source: str) -> list[str]:
         f"- Git revisions: {listing(distinct(rows, dig('git_revision')))}",
         f"- Runs: {listing(distinct(rows, dig('run_id')))}",
         f"- Plugins: {listing(plugins) if plugins else 'none'}",
-        f"- Created: {listing(created[:1]) + ' – ' + listing(created[-1:]) if len(created) > 1 else listing(created)}",
+        f"- Created: {listing(created) if len(created) < 2 else listing(created[:1]) + ' – ' + listing(created[-1:])}",
         "",
     ]
 

@@ -182,7 +182,12 @@ class LoopOptimizer:
             closure = self._synced_closure(closure)
         else:
             self._sync()
-        self._synced = False
+        try:
+            return self._step(closure)
+        finally:
+            self._synced = False  # the next step averages its own gradients
+
+    def _step(self, closure: Any) -> Any:
         if self._scaler is None:
             return self.optimizer.step(closure) if closure is not None else self.optimizer.step()
         if not self._scaled:

@@ -133,11 +133,11 @@ class DistContext:
         Keys are sorted so each rank sends its values in the same order; models return the same
         keys on every rank because every rank runs the same code on the same step.
         """
-        keys = sorted(losses)
         if not self.enabled:
-            return {k: float(losses[k]) for k in keys}
-        total = self.sum_over_ranks([float(losses[k]) for k in keys])
-        return {k: v / self.world_size for k, v in zip(keys, total)}
+            return {k: float(v) for k, v in losses.items()}
+        keys = sorted(losses)
+        total = dict(zip(keys, self.sum_over_ranks([float(losses[k]) for k in keys])))
+        return {k: total[k] / self.world_size for k in losses}  # the model's order, for the log
 
     def grad_sync(self, optimizer: torch.optim.Optimizer) -> None:
         """Average the gradients of ``optimizer``'s parameters over ranks (what DDP's reducer computes)."""

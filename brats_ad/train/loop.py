@@ -11,6 +11,10 @@ Output folder::
     last.pt        every epoch (resume point)       best.pt      lowest healthy-val loss
     history.jsonl  one row per epoch (+ events)     history.csv  the same epoch rows
     state.json     status, epoch, best, error
+
+Under ``torchrun`` (see :mod:`brats_ad.train.distributed`) each process trains on its share of
+every batch (``batch_size`` stays the global batch), gradients are averaged across processes,
+validation is split over them and summed, and rank 0 alone writes the files above.
 """
 
 from __future__ import annotations
@@ -28,11 +32,11 @@ from brats_ad.errors import DataError, PluginError
 from brats_ad.train import CheckpointError, TrainingDiverged
 from brats_ad.train.checkpoint import BEST, LAST, config_dict, load_checkpoint, make_checkpoint, save_checkpoint, set_rng_state
 from brats_ad.train.config import TrainSettings
+from brats_ad.train.distributed import DistContext, session
 from brats_ad.train.device import (
     LoopOptimizer,
     derive_seed,
     seed_everything,
-    select_device,
     select_precision,
     set_deterministic,
     worker_init_fn,
@@ -77,12 +81,20 @@ def fit(
     ``name`` is the model's registry name (saved so :func:`~brats_ad.train.checkpoint.load_model`
     can rebuild it). With ``resume`` an existing ``last.pt`` in ``out_dir`` is continued at the
     next epoch; the result equals an uninterrupted run. Raises :class:`TrainingDiverged` on a NaN
-    or infinite loss (``last.pt`` of the previous epoch stays intact).
+    or infinite loss (``last.pt`` of the previous epoch stays intact). Under torchrun every
+    process calls ``fit``; they train one model together and rank 0 writes ``out_dir``.
     """
     s = settings or TrainSettings()
-    out = Path(out_dir)
+    with session(s.device) as dist:
+        return _fit(model, train_data, val_data, Path(out_dir), name=name, settings=s, progress=progress,
+                    resume=resume, console=console, dist=dist)
+
+
+def _fit(model, train_data, val_data, out: Path, *, name: str, settings: TrainSettings, progress: bool,
+         resume: bool, console: "Console | None", dist: DistContext) -> TrainResult:
+    s, main = settings, dist.is_main
     out.mkdir(parents=True, exist_ok=True)
-    device = select_device(s.device)
+    device = dist.device
     precision = select_precision(device, s.amp)
     if s.deterministic:
         set_deterministic(True)
@@ -92,23 +104,32 @@ def fit(
     last_path, best_path = out / LAST, out / BEST
 
     if not getattr(model, "trainable", True):
-        return _fit_training_free(model, train_data, name, out, s, device, history)
+        return _fit_training_free(model, train_data, name, out, s, device, history, dist)
     if train_data is None or len(train_data) == 0:
         raise DataError(f"no healthy training samples for model {name!r}; check the split and the sampler settings")
 
+    batch_size = dist.per_rank_batch(s.batch_size)  # the global batch split over torchrun processes
     raw_optimizers = dict(model.configure_optimizers())
     scaler = precision.make_scaler(device)
-    optimizers = {k: LoopOptimizer(opt, scaler, k) for k, opt in raw_optimizers.items()}
+    grad_sync = dist.grad_sync if dist.enabled else None
+    optimizers = {k: LoopOptimizer(opt, scaler, k, grad_sync) for k, opt in raw_optimizers.items()}
 
     start, best_val, best_epoch, bad_epochs = 1, None, None, 0
-    if resume and last_path.is_file():
+    if dist.broadcast_flag(resume and last_path.is_file()):  # rank 0 decides; every rank loads
+        if not last_path.is_file():
+            raise CheckpointError(
+                f"rank {dist.rank} cannot see {last_path}, which rank 0 resumes from; put the output "
+                "dir on a filesystem every node shares"
+            )
         ckpt = _resume(model, raw_optimizers, scaler, name, last_path)
         start = int(ckpt["epoch"]) + 1
         best_val, best_epoch, bad_epochs = ckpt["best_val"], ckpt["best_epoch"], int(ckpt["bad_epochs"])
-        history.load(up_to_epoch=int(ckpt["epoch"]))
-    else:
+        if main:
+            history.load(up_to_epoch=int(ckpt["epoch"]))
+    elif main:
         history.reset()
         best_path.unlink(missing_ok=True)
+    dist.broadcast_module(model)  # every rank starts from rank 0's weights
 
     augment = None
     if s.augmentation.enabled:
@@ -117,15 +138,17 @@ def fit(
         augment = BatchAugment(_spatial_dims(model, train_data), s.augmentation)
 
     generator = torch.Generator()
+    sampler = dist.train_sampler(train_data, s.seed)  # None in a single process: the loader shuffles
+    n_local = len(sampler) if sampler is not None else len(train_data)
     loader = DataLoader(
-        train_data, batch_size=s.batch_size, shuffle=True, drop_last=len(train_data) > s.batch_size,
-        num_workers=s.num_workers, worker_init_fn=worker_init_fn, generator=generator,
-        pin_memory=device.type == "cuda",
+        train_data, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
+        drop_last=n_local > batch_size, num_workers=s.num_workers, worker_init_fn=worker_init_fn,
+        generator=generator, pin_memory=device.type == "cuda",
     )
     val_loader = None
     if val_data is not None and len(val_data) > 0:
-        val_loader = DataLoader(
-            val_data, batch_size=s.val_batch_size or s.batch_size, shuffle=False,
+        val_loader = DataLoader(  # under torchrun each rank validates every N-th sample
+            dist.shard(val_data), batch_size=s.val_batch_size or batch_size, shuffle=False,
             num_workers=s.num_workers, worker_init_fn=worker_init_fn, pin_memory=device.type == "cuda",
         )
     steps = len(loader) if s.steps_per_epoch is None else min(len(loader), s.steps_per_epoch)
@@ -137,27 +160,33 @@ def fit(
     elif start > s.epochs:
         status = "already_done"
     epoch = start - 1
-    bar = _progress(progress, console)
+    bar = _progress(progress and main, console)
     with bar:
         for epoch in range(start, s.epochs + 1) if status == "finished" else ():
-            write_state(out, {**base_state, "status": "running", "epoch": epoch, "best_val": best_val, "best_epoch": best_epoch})
-            seed_everything(derive_seed(s.seed, epoch))
-            generator.manual_seed(derive_seed(s.seed, epoch, 1))
+            if main:
+                write_state(out, {**base_state, "status": "running", "epoch": epoch, "best_val": best_val, "best_epoch": best_epoch})
+            salt = dist.seed_salt  # () in a single process; per rank under torchrun (own dropout, noise)
+            seed_everything(derive_seed(s.seed, epoch, *salt))
+            generator.manual_seed(derive_seed(s.seed, epoch, 1, *salt))
+            if sampler is not None:
+                sampler.set_epoch(epoch)
             if augment is not None:
-                augment.set_seed(derive_seed(s.seed, epoch, 2))
+                augment.set_seed(derive_seed(s.seed, epoch, 2, *salt))
             task = bar.add_task(f"epoch {epoch}/{s.epochs}", total=steps, losses="")
             try:
                 row = _train_epoch(model, loader, optimizers, scaler, precision, device, augment,
-                                   epoch, steps, bar, task)
+                                   epoch, steps, bar, task, dist)
+                dist.broadcast_module(model)  # BN statistics (and any out-of-band change) from rank 0
                 # Multi-phase models (f-AnoGAN: GAN, then encoder) have no meaningful
                 # validation loss until their last phase has started.
                 ready = getattr(model, "validation_ready", True)
-                row["val_loss"] = _validate(model, val_loader, precision, device, epoch) if ready else None
+                row["val_loss"] = _validate(model, val_loader, precision, device, epoch, dist) if ready else None
             except TrainingDiverged as exc:
-                history.append({"epoch": epoch, "event": "diverged", "step": exc.step, "loss": exc.loss,
-                                "value": exc.value, "error": str(exc)})
-                write_state(out, {**base_state, "status": "diverged", "epoch": epoch, "error": str(exc),
-                                  "last_good_epoch": epoch - 1, "best_val": best_val, "best_epoch": best_epoch})
+                if main:
+                    history.append({"epoch": epoch, "event": "diverged", "step": exc.step, "loss": exc.loss,
+                                    "value": exc.value, "error": str(exc)})
+                    write_state(out, {**base_state, "status": "diverged", "epoch": epoch, "error": str(exc),
+                                      "last_good_epoch": epoch - 1, "best_val": best_val, "best_epoch": best_epoch})
                 raise
 
             val = row["val_loss"]
@@ -166,32 +195,36 @@ def fit(
                 best_val, best_epoch, bad_epochs = val, epoch, 0
             elif val is not None:
                 bad_epochs += 1
-            ckpt = make_checkpoint(
-                model, name, optimizers=raw_optimizers, epoch=epoch, best_val=best_val,
-                best_epoch=best_epoch, bad_epochs=bad_epochs,
-                extra={"scaler": scaler.state_dict() if scaler is not None else None,
-                       "train_settings": s},
-            )
-            if improved:
-                save_checkpoint(ckpt, best_path)
-            row.update({"best_val": best_val, "is_best": improved,
-                        **{f"lr_{k}": float(opt.param_groups[0]["lr"]) for k, opt in raw_optimizers.items()}})
-            history.append(row)
-            save_checkpoint(ckpt, last_path)
+            if main:  # every rank holds the same weights; rank 0 writes them
+                ckpt = make_checkpoint(
+                    model, name, optimizers=raw_optimizers, epoch=epoch, best_val=best_val,
+                    best_epoch=best_epoch, bad_epochs=bad_epochs,
+                    extra={"scaler": scaler.state_dict() if scaler is not None else None,
+                           "train_settings": s, "world_size": dist.world_size},
+                )
+                if improved:
+                    save_checkpoint(ckpt, best_path)
+                row.update({"best_val": best_val, "is_best": improved,
+                            **{f"lr_{k}": float(opt.param_groups[0]["lr"]) for k, opt in raw_optimizers.items()}})
+                history.append(row)
+                save_checkpoint(ckpt, last_path)
             if s.patience is not None and bad_epochs >= s.patience:
                 status = "early_stopped"
                 break
             if getattr(model, "training_complete", False):  # all phases done: more epochs change nothing
                 break
     done_epoch = epoch if status != "already_done" else start - 1
-    write_state(out, {**base_state, "status": status, "epoch": done_epoch, "best_val": best_val, "best_epoch": best_epoch})
+    if main:
+        write_state(out, {**base_state, "status": status, "epoch": done_epoch, "best_val": best_val, "best_epoch": best_epoch})
+    dist.barrier()  # the files exist before any rank returns their paths
     best = best_path if best_path.is_file() else None
     return TrainResult(checkpoint=best or last_path, last=last_path, best=best, epochs=done_epoch,
                        status=status, best_val=best_val, best_epoch=best_epoch)
 
 
 # -- one epoch ---------------------------------------------------------------------------------------
-def _train_epoch(model, loader, optimizers, scaler, precision, device, augment, epoch, steps, bar, task) -> dict[str, Any]:
+def _train_epoch(model, loader, optimizers, scaler, precision, device, augment, epoch, steps, bar, task,
+                 dist: DistContext | None = None) -> dict[str, Any]:
     model.train()
     sums: dict[str, float] = {}
     n_samples, n_steps = 0, 0
@@ -204,6 +237,8 @@ def _train_epoch(model, loader, optimizers, scaler, precision, device, augment, 
             x = augment(x)
         with precision.autocast(device):
             losses = model.train_step(x, optimizers)
+        if dist is not None and dist.enabled:  # every rank logs and NaN-checks the same global means
+            losses = dist.mean_losses(losses)
         if scaler is not None and any(o.used_scaler for o in optimizers.values()):
             scaler.update()
             for o in optimizers.values():
@@ -224,6 +259,7 @@ def _train_epoch(model, loader, optimizers, scaler, precision, device, augment, 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - started
+    n_samples *= dist.world_size if dist is not None else 1  # equal shards: every rank saw as many
     row: dict[str, Any] = {"epoch": epoch}
     row.update({f"train_{k}": v / max(n_steps, 1) for k, v in sums.items()})
     row.update({"steps": n_steps, "samples": n_samples, "epoch_time_s": elapsed,
@@ -232,8 +268,12 @@ def _train_epoch(model, loader, optimizers, scaler, precision, device, augment, 
 
 
 @torch.no_grad()
-def _validate(model, loader, precision, device, epoch) -> float | None:
-    """Mean per-sample healthy validation loss (None without validation data)."""
+def _validate(model, loader, precision, device, epoch, dist: DistContext | None = None) -> float | None:
+    """Mean per-sample healthy validation loss (None without validation data).
+
+    Under torchrun each rank holds a disjoint shard (possibly empty); sums and counts are added
+    over ranks, so the mean weighs every sample once, as in a single process.
+    """
     if loader is None:
         return None
     model.eval()
@@ -249,6 +289,8 @@ def _validate(model, loader, precision, device, epoch) -> float | None:
             )
         total += float(per_sample.float().sum())
         count += int(per_sample.shape[0])
+    if dist is not None and dist.enabled:
+        total, count = dist.sum_over_ranks([total, count])
     value = total / max(count, 1)
     if not math.isfinite(value):
         raise TrainingDiverged(
@@ -298,18 +340,24 @@ def _resume(model, optimizers, scaler, name: str, path: Path) -> dict[str, Any]:
     return ckpt
 
 
-def _fit_training_free(model, train_data, name, out, s, device, history) -> TrainResult:
-    """No optimisation: fit statistics if the model has ``fit(batches)``, then save the checkpoint."""
+def _fit_training_free(model, train_data, name, out, s, device, history, dist: DistContext) -> TrainResult:
+    """No optimisation: fit statistics if the model has ``fit(batches)``, then save the checkpoint.
+
+    Under torchrun every rank fits the same statistics (cheap) and rank 0 writes them.
+    """
     fit_stats = getattr(model, "fit", None)
     if callable(fit_stats) and train_data is not None and len(train_data) > 0:
         loader = DataLoader(train_data, batch_size=s.batch_size, shuffle=False, num_workers=s.num_workers,
                             worker_init_fn=worker_init_fn)
         with torch.no_grad():
             fit_stats(_as_input(b).to(device) for b in loader)
-    history.reset()
-    path = save_checkpoint(make_checkpoint(model, name, epoch=0), out / LAST)
-    (out / BEST).unlink(missing_ok=True)
-    write_state(out, {"model": name, "status": "no_training", "epoch": 0, "device": str(device)})
+    path = out / LAST
+    if dist.is_main:
+        history.reset()
+        save_checkpoint(make_checkpoint(model, name, epoch=0), path)
+        (out / BEST).unlink(missing_ok=True)
+        write_state(out, {"model": name, "status": "no_training", "epoch": 0, "device": str(device)})
+    dist.barrier()
     return TrainResult(checkpoint=path, last=path, best=None, epochs=0, status="no_training",
                        best_val=None, best_epoch=None)
 

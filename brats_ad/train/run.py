@@ -3,6 +3,9 @@
 One library function, :func:`train_from_config`, so the CLI stays a thin wrapper. Training and
 validation datasets hold healthy samples only (``SliceDataset`` / ``PatchDataset``); test cases
 are set aside by the split and never opened here.
+
+Under ``torchrun`` every process runs this function: rank 0 prepares the cache and writes the
+split first (the others then read what it wrote), trains with the others, and writes the files.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from brats_ad.train.config import DataSection, TrainConfig, load_train_config
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
+
+    from brats_ad.train.distributed import DistContext
 
 #: Model parameters the data decides; filled in when the model's registry entry declares them.
 _SIZE_KEYS = ("image_size", "input_size", "size")
@@ -44,8 +49,18 @@ def train_from_config(
             f"model {entry.name!r} supports dims {sorted(entry.dims)}, config asks for data.dims = "
             f"{cfg.data.dims}; change data.dims or the model"
         )
-    cache_dir = _cache_dir(cfg, registries, progress=progress, console=console)
-    split = _split(cfg, cache_dir)
+    from brats_ad.train.distributed import session
+
+    with session(cfg.train.device) as dist:
+        return _train(cfg, entry, registries, dist, progress=progress, resume=resume, console=console)
+
+
+def _train(cfg: TrainConfig, entry: Any, registries: Any, dist: "DistContext", *, progress: bool, resume: bool,
+           console: "Console | None") -> Path:
+    progress = progress and dist.is_main
+    with dist.main_first():  # one process prepares and splits; the others find it done
+        cache_dir = _cache_dir(cfg, registries, progress=progress, console=console)
+        split = _split(cfg, cache_dir)
     train_ds = _healthy_dataset(cfg.data, cache_dir, split.train)
     val_ds = _healthy_dataset(cfg.data, cache_dir, split.val)
     if len(val_ds) == 0:
@@ -62,7 +77,8 @@ def train_from_config(
     model = entry.load()(**params)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_run_config(out / "train_config.json", cfg, cache_dir, split, params, len(train_ds), len(val_ds))
+    if dist.is_main:
+        _write_run_config(out / "train_config.json", cfg, cache_dir, split, params, len(train_ds), len(val_ds))
     result = fit(model, train_ds, val_ds, out, name=entry.name, settings=cfg.train,
                  progress=progress, resume=resume, console=console)
     return result.checkpoint

@@ -167,3 +167,20 @@ def test_markdown_links_are_relative_and_exist(rendered):
     _, out = rendered
     links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", out.read_text(encoding="utf-8"))
     assert links and all(not Path(link).is_absolute() and (out.parent / link).is_file() for link in links)
+
+
+def test_a_bench_where_every_cell_failed_still_gets_a_page(bench, tmp_path):
+    rows = [json.loads(ln) for ln in bench.read_text().splitlines()]
+    for row in rows:
+        row.update(status="failed", error="CUDA out of memory; lower batch_size", metrics={})
+    bench.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = write_leaderboard(bench, tmp_path / "x.md").read_text()
+    assert "No 2D cell finished; see [Failed cells](#failed-cells)." in text
+    assert len(_table(text, "Failed cells")) == 16
+    assert "No cell finished; see [Failed cells](#failed-cells)." in text
+
+
+def test_an_empty_results_file_is_a_data_error(tmp_path):
+    (tmp_path / "results.jsonl").write_text("\n")
+    with pytest.raises(DataError, match="holds no results row"):
+        write_leaderboard(tmp_path / "results.jsonl", tmp_path / "x.md")
