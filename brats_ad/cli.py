@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -129,7 +130,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     checkpoint = train_from_config(
         Path(args.config), progress=not args.quiet, resume=not args.no_resume, console=console
     )
-    console.print(f"[green]checkpoint[/] {checkpoint}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        console.print(f"[green]checkpoint[/] {checkpoint}")
     return 0
 
 
@@ -155,6 +157,28 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
                             primary=args.primary, figures=not args.no_figures)
     _console().print(f"[green]leaderboard[/] {out}")
     return 0
+
+
+# -- brats-ad bench --------------------------------------------------------------------------------
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from brats_ad.bench.runner import run_bench
+
+    console = _console()
+    code = run_bench(
+        Path(args.config) if args.config else None,
+        data=Path(args.data) if args.data else None,
+        out=Path(args.out) if args.out else None,
+        dry_run=args.dry_run, progress=not args.quiet, console=console,
+    )
+    if not args.dry_run and not args.no_leaderboard:
+        from brats_ad.bench.config import load_bench_config
+        from brats_ad.report.leaderboard import write_leaderboard
+
+        cfg = load_bench_config(Path(args.config) if args.config else None)
+        out_dir = Path(args.out) if args.out else Path(cfg.out)
+        board = write_leaderboard(out_dir / "results.jsonl", Path("leaderboards") / f"{out_dir.name}.md")
+        console.print(f"[green]leaderboard[/] {board}")
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,6 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("bench", help="run the model x scorer x 2D/3D matrix (default: the embedded synthetic benchmark)")
+    p.add_argument("--config", default=None, help="bench TOML (default: the packaged default.toml)")
+    p.add_argument("--data", default=None, help="dataset folder (overrides [dataset] root)")
+    p.add_argument("--out", default=None, help="output folder (overrides [bench] out); rerun to resume")
+    p.add_argument("--dry-run", action="store_true", help="print the expanded matrix and a cost estimate")
+    p.add_argument("--no-leaderboard", action="store_true", help="do not write leaderboards/<out name>.md at the end")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("leaderboard", help="markdown leaderboard and figures from a bench results.jsonl (no torch)")
     p.add_argument("results", help="results.jsonl, or the bench folder holding it")

@@ -14,7 +14,8 @@ which readers ignore and :func:`clean_temp_dirs` removes. ``meta.json`` is writt
 temp folder and is what marks a case complete.
 
 Arrays are opened with ``np.load(mmap_mode="r", allow_pickle=False)``: no pickle, no full read.
-This module must not import torch (``brats-ad prepare`` runs without it).
+This module must not import torch (``brats-ad prepare`` runs without it); it uses torch's
+float16 cast only when the process has already imported it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import uuid
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -233,8 +235,9 @@ def write_cached_case(
     tmp.mkdir()
     try:
         # (C, X, Y, Z) -> (Z, C, X, Y): one axial slice, all channels, is one contiguous block.
-        # Cast first (a contiguous pass), then transpose the half-size array: ~30% faster than both at once.
-        half = image.astype(np.float16)
+        # Cast in memory order first, then transpose the half-size array; crop-pad already lays
+        # images out slice-major, so the transpose is then free.
+        half = _to_float16(image)
         np.save(tmp / IMAGE_FILE, np.ascontiguousarray(half.transpose(3, 0, 1, 2)), allow_pickle=False)
         del half
         np.save(tmp / MASK_FILE, np.ascontiguousarray(mask.transpose(2, 0, 1)), allow_pickle=False)
@@ -247,6 +250,21 @@ def write_cached_case(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def _to_float16(image: np.ndarray) -> np.ndarray:
+    """``image.astype(float16)`` in memory order; through torch when it is already imported.
+
+    numpy's float32 -> float16 cast is scalar (~3.5 ns a voxel, ~85 ms for a 4 x 192 x 192 x 160
+    case); torch's is vectorised (~10x faster). torch is never imported here for it (``prepare``
+    must not pay the import), only used when the process already has it.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None and all(st > 0 for st in image.strides) and image.dtype == np.float32:
+        out = np.empty_like(image, dtype=np.float16)  # same memory order (order="K")
+        torch.from_numpy(out).copy_(torch.from_numpy(image))  # element-wise: any layout is right
+        return out
+    return image.astype(np.float16)
 
 
 def _mask_or_default(scan: Scan, spatial: tuple[int, ...]) -> np.ndarray:

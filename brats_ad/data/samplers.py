@@ -119,10 +119,13 @@ class _SliceBase(Dataset):
         margin: int = 0,
         unlabelled: str = "error",
         healthy_only: bool,
+        resized_cache: bool = True,
     ) -> None:
         if int(size) != size or size < 8:
             raise ConfigError(f"size must be an integer >= 8 pixels, got {size!r}")
         self.size = int(size)
+        self.resized_cache = bool(resized_cache)
+        self._resized: dict[int, np.ndarray | None] = {}
         self.cases = _open_cases(cases)
         self.channels = [c.channels(modalities) for c in self.cases]
         self.modalities = tuple(modalities) if modalities is not None else self.cases[0].modalities
@@ -134,11 +137,49 @@ class _SliceBase(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_resized"] = {}  # memory maps reopen in each DataLoader worker
+        return state
+
     def _image(self, ci: int, z: int) -> torch.Tensor:
         case, channels = self.cases[ci], self.channels[ci]
+        resized = self._resized_slices(ci)
+        if resized is not None:  # already at size: a read and a cast, no resize
+            block = resized[z]
+            arr = np.array(block) if len(channels) == block.shape[0] else block[channels]
+            return torch.from_numpy(arr).float()
         block = case.image[z]  # (C, X, Y) float16 memmap view: one contiguous read
         arr = np.array(block) if len(channels) == block.shape[0] else block[channels]
         return self._fit(torch.from_numpy(arr).float(), "bilinear")
+
+    def _resized_slices(self, ci: int) -> np.ndarray | None:
+        """``(Z, C, size, size)`` float16 memory map of the case's slices resized once, or None.
+
+        Resizing is ~80% of the cost of a slice read (a 4 x 192^2 bilinear resize takes ~0.4 ms
+        on one core, the read ~0.03 ms), so each case is resized once, as a batch, into
+        ``image_<size>px.npy`` beside its cache arrays (atomic rename; a cache re-prepare
+        replaces the folder and so drops it). Values are those of :meth:`_fit` rounded to
+        float16 like the cache itself. None when not needed or the folder is read-only (the
+        slice is then resized on every read).
+        """
+        if ci in self._resized:
+            return self._resized[ci]
+        case = self.cases[ci]
+        x, y, _ = case.spatial_shape
+        arr = None
+        if self.resized_cache and not x == y == self.size:
+            path = case.path / resized_file(self.size)
+            try:
+                if not path.is_file():
+                    _write_resized(path, case.image, self._fit)
+                arr = np.load(path, mmap_mode="r", allow_pickle=False)
+                if arr.shape != (case.num_slices, len(case.modalities), self.size, self.size):
+                    arr = None
+            except (OSError, ValueError):
+                arr = None
+        self._resized[ci] = arr
+        return arr
 
     def _fit(self, t: torch.Tensor, mode: str) -> torch.Tensor:
         """(C, X, Y) -> (C, size, size): pad to a square (edge values), then resize."""
@@ -158,8 +199,44 @@ class _SliceBase(Dataset):
         return F.interpolate(t[None], size=(self.size, self.size), mode="nearest-exact")[0]
 
 
+def resized_file(size: int) -> str:
+    """Name of the per-case file of slices resized to ``size`` x ``size`` (see ``_SliceBase``)."""
+    return f"image_{int(size)}px.npy"
+
+
+def _write_resized(path: Path, image: np.ndarray, fit: Any, batch: int = 32) -> None:
+    """Resize every axial slice of a (Z, C, X, Y) cache image with ``fit``; write atomically."""
+    import os
+    import uuid
+
+    z, c = image.shape[:2]
+    out: np.ndarray | None = None
+    for start in range(0, z, batch):
+        block = torch.from_numpy(np.asarray(image[start:start + batch], dtype=np.float32))
+        n = len(block)
+        # pad + resize act per channel: slices x channels as one stack, one interpolate call
+        resized = fit(block.reshape(n * c, *block.shape[-2:]), "bilinear")
+        resized = resized.reshape(n, c, *resized.shape[-2:])
+        if out is None:
+            out = np.empty((z, c, *resized.shape[-2:]), dtype=np.float16)
+        out[start:start + n] = resized.numpy()
+    tmp = path.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
+    try:
+        with open(tmp, "wb") as fh:
+            np.save(fh, out, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 class SliceDataset(_SliceBase):
-    """Healthy axial slices for training: ``dataset[i]`` is a float32 tensor (C, size, size)."""
+    """Healthy axial slices for training: ``dataset[i]`` is a float32 tensor (C, size, size).
+
+    ``resized_cache`` (default on): slices of a case whose grid is not ``size`` x ``size`` are
+    resized once per case into a file beside its cache arrays and read from there (~5x faster
+    reads; values rounded to float16). Off: resized on every read, exact float32.
+    """
 
     def __init__(
         self,
@@ -170,9 +247,10 @@ class SliceDataset(_SliceBase):
         min_brain_fraction: float = DEFAULT_SLICE_MIN_BRAIN,
         margin: int = 0,
         unlabelled: str = "error",
+        resized_cache: bool = True,
     ) -> None:
         super().__init__(cases, size=size, modalities=modalities, min_brain_fraction=min_brain_fraction,
-                         margin=margin, unlabelled=unlabelled, healthy_only=True)
+                         margin=margin, unlabelled=unlabelled, healthy_only=True, resized_cache=resized_cache)
 
     def __getitem__(self, i: int) -> torch.Tensor:
         ci, z, _ = self.index[i]
@@ -184,7 +262,8 @@ class EvalSliceDataset(_SliceBase):
 
     ``dataset[i]`` -> ``{"image": (C, S, S) float32, "brain_mask": (1, S, S) bool,
     "seg": (1, S, S) uint8 labels (0 for an unlabelled case taken as healthy), "label": 0/1,
-    "case_id": str, "z": int}``.
+    "case_id": str, "z": int}``. Images are resized on every read (exact, as in inference)
+    unless ``resized_cache`` (see :class:`SliceDataset`).
     """
 
     def __init__(
@@ -195,9 +274,10 @@ class EvalSliceDataset(_SliceBase):
         modalities: Sequence[str] | None = None,
         min_brain_fraction: float = DEFAULT_SLICE_MIN_BRAIN,
         unlabelled: str = "error",
+        resized_cache: bool = False,
     ) -> None:
         super().__init__(cases, size=size, modalities=modalities, min_brain_fraction=min_brain_fraction,
-                         margin=0, unlabelled=unlabelled, healthy_only=False)
+                         margin=0, unlabelled=unlabelled, healthy_only=False, resized_cache=resized_cache)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         ci, z, label = (int(v) for v in self.index[i])

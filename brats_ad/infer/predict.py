@@ -19,10 +19,8 @@ runs (see :mod:`brats_ad.infer.fitting`).
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -281,13 +279,10 @@ def write_map_nifti(path: Path, data: np.ndarray, reference: Any, *, description
     finite = data[np.isfinite(data)]
     hdr["cal_min"], hdr["cal_max"] = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
     hdr["descrip"] = description.encode("ascii", "replace")[:79]
-    tmp = path.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")  # same suffix: .nii.gz
-    try:
+    from brats_ad.io import atomic_path
+
+    with atomic_path(path) as tmp:  # keeps the .nii.gz suffix nibabel reads the format from
         nib.save(img, str(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 import torch
-import torch.nn.functional as F
 from monai.networks.nets import AutoEncoder, VarAutoEncoder
 from torch import Tensor, nn
 

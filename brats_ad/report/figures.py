@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from brats_ad.report.aggregate import Cell, Row
-from brats_ad.report.leaderboard import write_bytes_atomic
+from brats_ad.io import write_bytes_atomic
 
 DPI = 100
 MAX_GALLERY_SLICES = 4

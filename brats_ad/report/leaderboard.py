@@ -8,11 +8,11 @@ protocol paragraph is written to be pasted into a paper.
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from brats_ad.errors import ConfigError
+from brats_ad.io import write_text_atomic
 from brats_ad.report.aggregate import (
     BASELINE_MODEL,
     Cell,
@@ -350,22 +350,3 @@ def _relpath(path: Path, start: Path) -> str:
         return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
     except ValueError:  # another drive on Windows
         return path.resolve().as_posix()
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Temp file in the same folder, then ``os.replace``: readers never see half a page."""
-    write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, then ``os.replace``; the file gets the usual umask
-    permissions (``mkstemp`` would leave it readable by its owner only)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -15,9 +15,7 @@ the previous file intact.
 from __future__ import annotations
 
 import dataclasses
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -26,6 +24,7 @@ import torch
 
 from brats_ad import __version__
 from brats_ad.errors import BratsAdError
+from brats_ad.io import atomic_output
 from brats_ad.train import CheckpointError
 
 CHECKPOINT_FORMAT = 1
@@ -151,17 +150,8 @@ def make_checkpoint(
 def save_checkpoint(payload: Mapping[str, Any], path: Path | str) -> Path:
     """Write ``payload`` atomically: temp file in the target folder, fsync, ``os.replace``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(dict(payload), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path, "wb") as fh:
+        torch.save(dict(payload), fh)
     return path
 
 

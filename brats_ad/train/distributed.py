@@ -27,6 +27,7 @@ as under DDP without ``SyncBatchNorm``.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
@@ -273,7 +274,9 @@ def session(device_spec: str = "auto") -> Iterator[DistContext]:
     device = rank_device(device_spec, local)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-        dist.init_process_group("nccl", device_id=device)
+        # device_id (torch >= 2.3) binds the communicator to this rank's GPU at once
+        bind = {"device_id": device} if "device_id" in inspect.signature(dist.init_process_group).parameters else {}
+        dist.init_process_group("nccl", **bind)
     else:
         dist.init_process_group("gloo")
     try:
