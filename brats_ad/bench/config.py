@@ -16,6 +16,9 @@ Tables (see ``brats_ad/bench/configs/default.toml`` for a commented example)::
     [[scorers]]   name, params, grid (lists of values, e.g. alpha / beta; one cell per combination)
     [evaluation]  healthy_quantile, bootstrap, bootstrap_level, bootstrap_seed, curve_points,
                   gallery_slices, batch_size, overlap, blend, min_brain_fraction, fit_max_samples
+    [executor]    name ("local" | "slurm" | a plugin's), then that executor's parameters
+                  (local: workers; slurm: partition, gpus_per_node, cpus_per_task, timeout_min,
+                  mem_gb, array_parallelism, additional, setup, ...); --executor etc. override
 
 An unknown key is a :class:`ConfigError` with a did-you-mean and the allowed keys; names of
 plugins are checked against the registries by :func:`validate` (which also builds every model
@@ -40,7 +43,7 @@ BLENDS = ("gaussian", "constant")
 #: Model parameters the data decides (filled in per cell; a config must not set them).
 DATA_PARAMS = ("spatial_dims", "in_channels", "modalities", "image_size", "input_size", "size")
 
-_TOP = ("bench", "dataset", "split", "training", "sampler", "matrix", "models", "scorers", "evaluation")
+_TOP = ("bench", "dataset", "split", "training", "sampler", "matrix", "models", "scorers", "evaluation", "executor")
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,16 @@ class EvaluationSection:
 
 
 @dataclass(frozen=True)
+class ExecutorSection:
+    """Where the units run; ``params`` are checked against the executor's registered defaults
+    when it is built (:func:`brats_ad.bench.executors.make_executor`). Not part of any hash:
+    where a cell runs does not change its numbers."""
+
+    name: str = "local"
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class BenchConfig:
     """A parsed benchmark TOML; ``source`` is the file it came from (for messages)."""
 
@@ -159,6 +172,7 @@ class BenchConfig:
     scorers: tuple[ScorerSpec, ...]
     evaluation: EvaluationSection
     source: Path | None = None
+    executor: ExecutorSection = field(default_factory=ExecutorSection)
 
     @property
     def cache_root(self) -> Path:
@@ -169,13 +183,22 @@ class BenchConfig:
         raw = {**self.training, **model.training, "seed": seed}
         return _parse_train(raw)
 
-    def with_overrides(self, *, data: Path | None = None, out: Path | None = None) -> "BenchConfig":
-        """The CLI's ``--data`` and ``--out``."""
+    def with_overrides(self, *, data: Path | None = None, out: Path | None = None, executor: str | None = None,
+                       executor_params: Mapping[str, Any] | None = None) -> "BenchConfig":
+        """The CLI's ``--data``, ``--out``, ``--executor`` and executor flags (``--partition`` ...).
+
+        Naming another executor than the config's drops the config's executor parameters.
+        """
         cfg = self
         if data is not None:
             cfg = replace(cfg, dataset=replace(cfg.dataset, root=Path(data)))
         if out is not None:
             cfg = replace(cfg, out=Path(out))
+        if executor is not None or executor_params:
+            name = executor if executor is not None else cfg.executor.name
+            base = dict(cfg.executor.params) if name == cfg.executor.name else {}
+            base.update({k: v for k, v in (executor_params or {}).items() if v is not None})
+            cfg = replace(cfg, executor=ExecutorSection(name, base))
         return cfg
 
     def protocol_dict(self) -> dict[str, Any]:
@@ -269,9 +292,16 @@ def _parse(raw: Mapping[str, Any], source: Path | None) -> BenchConfig:
     for spec in models:
         _parse_train({**training, **spec.training})  # the merged settings must be valid too
     evaluation = _parse_evaluation(_table(raw, "evaluation"))
+    executor = _parse_executor(_table(raw, "executor"))
     return BenchConfig(name=name, out=out, dataset=dataset, split=split, strategy=strategy,
                        training=training, healthy=healthy, samplers=samplers, dims=dims, seeds=seeds,
-                       models=models, scorers=scorers, evaluation=evaluation, source=source)
+                       models=models, scorers=scorers, evaluation=evaluation, source=source, executor=executor)
+
+
+def _parse_executor(raw: Mapping[str, Any]) -> ExecutorSection:
+    params = dict(raw)
+    name = _typed("executor.name", params.pop("name", "local"), str)
+    return ExecutorSection(name=name, params=params)
 
 
 def _table(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:

@@ -8,6 +8,11 @@ Output folder (``[bench] out`` or ``--out``)::
     models/<unit>/          last.pt, best.pt, history.csv, train_config.json, unit.json
     cells/<cell_id>.json    one row per cell (the record); cells/<cell_id>/ curves + gallery
     results.jsonl           every cell row, rebuilt after each cell (see results.py)
+    runs/<run_id>.json      one per invocation: the matrix (units and their cells), versions
+    jobs.json, jobs/        out-of-process executors (slurm): job ids per unit, job logs
+
+Units run through an executor (``[executor]``, ``--executor``; see brats_ad/bench/executors/):
+``local`` runs them here one after another, ``slurm`` submits one job per unit and returns.
 
 Rerunning skips finished cells and reuses trained checkpoints (``models/<unit>/unit.json``
 marks a finished training), so a scorer added to the config costs only its scoring. Failed
@@ -27,7 +32,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from brats_ad import __version__
 from brats_ad.bench.config import (
@@ -57,6 +62,9 @@ def run_bench(
     progress: bool = True,
     console: "Console | None" = None,
     registries: Any = None,
+    executor: str | None = None,
+    executor_params: Mapping[str, Any] | None = None,
+    registries_factory: Callable[[], Any] | str | None = None,
 ) -> int:
     """Run (or with ``dry_run`` only show) the benchmark a TOML config describes.
 
@@ -64,16 +72,26 @@ def run_bench(
     ``[dataset] root`` and ``[bench] out``. Returns 0 when every cell is done, 1 when some
     cells failed (they are recorded in results.jsonl). Config and data errors raise
     :class:`~brats_ad.errors.BratsAdError` before any cell runs.
+
+    ``executor`` / ``executor_params`` override ``[executor]`` (the CLI's ``--executor slurm
+    --partition P ...``). An executor that submits jobs returns as soon as they are submitted
+    (0 unless some cells are already known to have failed); rerun to collect.
+    ``registries_factory`` (a module-level function or ``"module:attr"``) builds the registries
+    inside worker processes and jobs; default: the installed plugins.
     """
     from rich.console import Console
 
     console = console or Console(stderr=True, highlight=False)
-    cfg = load_bench_config(config_path).with_overrides(data=data, out=out)
+    cfg = load_bench_config(config_path).with_overrides(data=data, out=out, executor=executor,
+                                                        executor_params=executor_params)
     if registries is None:
         from brats_ad.plugins import get_registries
 
         registries = get_registries()
     validate(cfg, registries)
+    from brats_ad.bench.executors import make_executor
+
+    runner_executor = make_executor(cfg.executor.name, cfg.executor.params, registries)
     matrix = expand(cfg, registries)
     print_dropped(matrix, console)
     if dry_run:
@@ -81,7 +99,8 @@ def run_bench(
 
         print_plan(cfg, matrix, registries, console)
         return 0
-    return BenchRunner(cfg, registries, console=console, progress=progress).run(matrix)
+    return BenchRunner(cfg, registries, console=console, progress=progress, executor=runner_executor,
+                       registries_factory=registries_factory).run(matrix)
 
 
 def print_dropped(matrix: Matrix, console: "Console") -> None:
@@ -107,15 +126,19 @@ class PreparedData:
 class BenchRunner:
     """Runs the pending cells of a matrix; see the module docstring for the output folder."""
 
-    def __init__(self, cfg: BenchConfig, registries: Any, *, console: "Console", progress: bool = True) -> None:
+    def __init__(self, cfg: BenchConfig, registries: Any, *, console: "Console", progress: bool = True,
+                 executor: Any = None, registries_factory: Callable[[], Any] | str | None = None,
+                 run_id: str | None = None) -> None:
         self.cfg = cfg
         self.registries = registries
         self.console = console
         self.progress = progress
         self.out = Path(cfg.out)
         self.store = ResultsStore(self.out)
-        self.run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+        self.run_id = run_id or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
         self.data: PreparedData | None = None
+        self.executor = executor  # None: the in-process loop (run_units)
+        self.registries_factory = registries_factory
 
     # -- the run ----------------------------------------------------------------------------------
     def run(self, matrix: Matrix) -> int:
@@ -131,23 +154,46 @@ class BenchRunner:
         )
         self.data = self.prepare_data()
         self._write_run_files(matrix)
-        failed = 0
-        bar = _progress(self.progress, self.console)
-        with bar:
-            task = bar.add_task("matrix", total=n_todo, info="")
-            for unit in todo:
-                cells = pending[unit.unit_id]
-                bar.update(task, info=unit.label)
-                failed += self.run_unit(unit, cells)
-                bar.advance(task, len(cells))
+        work = [(u, pending[u.unit_id]) for u in todo]
+        if self.executor is None:
+            failed, running = self.run_units(work), 0
+        else:
+            outcome = self.executor.run(self, work)
+            failed, running = outcome.failed, outcome.running
         self.store.rebuild()
-        done = n_todo - failed
+        done = n_todo - failed - running
         colour = "green" if not failed else "red"
+        queued = f", {running} in queued or running jobs" if running else ""
         self.console.print(
-            f"[{colour}]{done} cell(s) done, {failed} failed[/] (plus {n_cells - n_todo} from earlier runs); "
+            f"[{colour}]{done} cell(s) done, {failed} failed[/]{queued} (plus {n_cells - n_todo} from earlier runs); "
             f"results: {escape(str(self.store.results_path))}"
         )
         return 0 if failed == 0 else 1
+
+    def run_units(self, work: list[tuple[Unit, list[Cell]]]) -> int:
+        """The in-process loop: each unit in turn, with a progress bar; returns failed cells."""
+        failed = 0
+        bar = _progress(self.progress, self.console)
+        with bar:
+            task = bar.add_task("matrix", total=sum(len(cells) for _, cells in work), info="")
+            for unit, cells in work:
+                bar.update(task, info=unit.label)
+                failed += self.run_unit(unit, cells)
+                bar.advance(task, len(cells))
+        return failed
+
+    def record_failed_job(self, unit: Unit, cells: list[Cell], message: str) -> None:
+        """Failed rows for the cells of ``unit`` that a dead worker or job left unfinished."""
+        train = None
+        marker = self.unit_dir(unit) / UNIT_MARKER
+        if marker.is_file():
+            try:
+                train = {**json.loads(marker.read_text()), "reused": True}
+            except (OSError, ValueError):
+                train = None
+        for cell in cells:
+            if not self.store.is_done(cell.cell_id):
+                self.store.write(self.failed_row(cell, message, unit, train))
 
     def run_unit(self, unit: Unit, cells: list[Cell]) -> int:
         """Train (or reuse) the unit's model, score its pending cells; returns how many failed."""
@@ -239,6 +285,8 @@ class BenchRunner:
         write_json_atomic(self.out / "runs" / f"{self.run_id}.json", {
             "run_id": self.run_id, "config": str(self.cfg.source), "config_hash": self.cfg.config_hash(),
             "created": now(), "cells": [c.cell_id for c in matrix.cells],
+            "units": [{"unit_id": u.unit_id, "label": u.label,
+                       "cells": [{"cell_id": c.cell_id, "label": c.label} for c in u.cells]} for u in matrix.units],
             "dropped": [str(d) for d in matrix.dropped], "versions": self.versions(),
         })
 

@@ -160,6 +160,6 @@ def _window_image(image: np.ndarray, start: np.ndarray, shape: np.ndarray, pads:
 
 
 def _copy(dst: np.ndarray, src: np.ndarray) -> None:
-    """``dst[...] = src`` iterated in the destination's memory order (numpy picks the source's)."""
+    """``dst[...] = src``, both viewed in the destination's memory order (sequential writes)."""
     d, axes, flips = memory_order(dst)
     np.copyto(d, src[flips].transpose(axes), casting="unsafe")

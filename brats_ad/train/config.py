@@ -7,7 +7,8 @@ Four tables, every key optional unless marked::
               split_seed, val, test, split_file
     [model]   name (required), params (table, passed to the registry entry)
     [train]   epochs, batch_size, val_batch_size, num_workers, seed, device, amp, patience,
-              min_delta, steps_per_epoch, deterministic, [train.augmentation] table
+              min_delta, steps_per_epoch, deterministic, channels_last, compile, pin_memory,
+              prefetch_factor, persistent_workers, [train.augmentation] table
     [output]  dir (required)
 
 An unknown key is a :class:`ConfigError` with a did-you-mean; so is a value of the wrong type or
@@ -80,6 +81,12 @@ class TrainSettings:
     min_delta: float = 0.0  # an improvement must beat the best by more than this
     steps_per_epoch: int | None = None  # cap on training steps per epoch (None: the whole set)
     deterministic: bool = False  # deterministic GPU kernels (slower); CPU runs are deterministic anyway
+    # GPU throughput (see brats_ad.train.gpu); results equal the defaults' within float tolerance
+    channels_last: bool = False  # channels-last model + inputs (fast cuDNN layout under bf16)
+    compile: bool = False  # torch.compile the model's networks (not train_step); eager if unavailable
+    pin_memory: bool | None = None  # None: on when training on CUDA
+    prefetch_factor: int | None = None  # batches each worker loads ahead; None: torch's 2 (needs num_workers > 0)
+    persistent_workers: bool | None = None  # None: on when num_workers > 0 (no worker restart per epoch)
     augmentation: AugmentSettings = field(default_factory=AugmentSettings)
 
     def __post_init__(self) -> None:
@@ -94,6 +101,13 @@ class TrainSettings:
         if self.steps_per_epoch is not None:
             _check_int("train.steps_per_epoch", self.steps_per_epoch, 1)
         _check_range("train.min_delta", self.min_delta, 0.0, math.inf)
+        if self.prefetch_factor is not None:
+            _check_int("train.prefetch_factor", self.prefetch_factor, 1)
+            if self.num_workers == 0:
+                raise ConfigError(
+                    f"train.prefetch_factor = {self.prefetch_factor} needs worker processes; "
+                    "set train.num_workers > 0 or remove prefetch_factor"
+                )
         dev = self.device.strip().lower() if isinstance(self.device, str) else self.device
         if not isinstance(dev, str) or not (dev in DEVICES or (dev.startswith("cuda:") and dev[5:].isdigit())):
             raise ConfigError(f"train.device must be one of {', '.join(DEVICES)} or 'cuda:N', got {self.device!r}")
@@ -274,7 +288,8 @@ def _parse_train(raw: Mapping[str, Any]) -> TrainSettings:
     types: dict[str, Any] = {
         "epochs": int, "batch_size": int, "val_batch_size": int, "num_workers": int, "seed": int,
         "device": str, "amp": str, "patience": int, "min_delta": (int, float),
-        "steps_per_epoch": int, "deterministic": bool,
+        "steps_per_epoch": int, "deterministic": bool, "channels_last": bool, "compile": bool,
+        "pin_memory": bool, "prefetch_factor": int, "persistent_workers": bool,
     }
     for key, typ in types.items():
         if key in kw:

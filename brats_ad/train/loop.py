@@ -19,6 +19,7 @@ validation is split over them and summed, and rank 0 alone writes the files abov
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -41,10 +42,13 @@ from brats_ad.train.device import (
     set_deterministic,
     worker_init_fn,
 )
+from brats_ad.train.gpu import compile_submodules, to_channels_last
 from brats_ad.train.history import History, write_state
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,10 @@ def _fit(model, train_data, val_data, out: Path, *, name: str, settings: TrainSe
         set_deterministic(True)
     seed_everything(s.seed)
     model.to(device)
+    dims = None
+    if s.channels_last and getattr(model, "trainable", True) and train_data is not None and len(train_data) > 0:
+        dims = _spatial_dims(model, train_data)
+        to_channels_last(model, dims)  # before the optimisers exist: they then hold the same tensors
     history = History(out)
     last_path, best_path = out / LAST, out / BEST
 
@@ -113,6 +121,9 @@ def _fit(model, train_data, val_data, out: Path, *, name: str, settings: TrainSe
     scaler = precision.make_scaler(device)
     grad_sync = dist.grad_sync if dist.enabled else None
     optimizers = {k: LoopOptimizer(opt, scaler, k, grad_sync) for k, opt in raw_optimizers.items()}
+    if s.compile:  # the networks only: train_step (several optimisers, .tolist()) stays eager
+        compiled = compile_submodules(model, device=device)
+        log.info("model %r: compiled %s", name, ", ".join(compiled) or "nothing (torch.compile unavailable)")
 
     start, best_val, best_epoch, bad_epochs = 1, None, None, 0
     if dist.broadcast_flag(resume and last_path.is_file()):  # rank 0 decides; every rank loads
@@ -140,16 +151,16 @@ def _fit(model, train_data, val_data, out: Path, *, name: str, settings: TrainSe
     generator = torch.Generator()
     sampler = dist.train_sampler(train_data, s.seed)  # None in a single process: the loader shuffles
     n_local = len(sampler) if sampler is not None else len(train_data)
+    loader_kw = _loader_options(s, device)
     loader = DataLoader(
         train_data, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
-        drop_last=n_local > batch_size, num_workers=s.num_workers, worker_init_fn=worker_init_fn,
-        generator=generator, pin_memory=device.type == "cuda",
+        drop_last=n_local > batch_size, worker_init_fn=worker_init_fn, generator=generator, **loader_kw,
     )
     val_loader = None
     if val_data is not None and len(val_data) > 0:
         val_loader = DataLoader(  # under torchrun each rank validates every N-th sample
             dist.shard(val_data), batch_size=s.val_batch_size or batch_size, shuffle=False,
-            num_workers=s.num_workers, worker_init_fn=worker_init_fn, pin_memory=device.type == "cuda",
+            worker_init_fn=worker_init_fn, **loader_kw,
         )
     steps = len(loader) if s.steps_per_epoch is None else min(len(loader), s.steps_per_epoch)
     base_state = {"model": name, "device": str(device), "amp": precision.name, "epochs": s.epochs}
@@ -175,12 +186,13 @@ def _fit(model, train_data, val_data, out: Path, *, name: str, settings: TrainSe
             task = bar.add_task(f"epoch {epoch}/{s.epochs}", total=steps, losses="")
             try:
                 row = _train_epoch(model, loader, optimizers, scaler, precision, device, augment,
-                                   epoch, steps, bar, task, dist)
+                                   epoch, steps, bar, task, dist, channels_last=dims is not None)
                 dist.broadcast_module(model)  # BN statistics (and any out-of-band change) from rank 0
                 # Multi-phase models (f-AnoGAN: GAN, then encoder) have no meaningful
                 # validation loss until their last phase has started.
                 ready = getattr(model, "validation_ready", True)
-                row["val_loss"] = _validate(model, val_loader, precision, device, epoch, dist) if ready else None
+                row["val_loss"] = (_validate(model, val_loader, precision, device, epoch, dist,
+                                             channels_last=dims is not None) if ready else None)
             except TrainingDiverged as exc:
                 if main:
                     history.append({"epoch": epoch, "event": "diverged", "step": exc.step, "loss": exc.loss,
@@ -224,7 +236,7 @@ def _fit(model, train_data, val_data, out: Path, *, name: str, settings: TrainSe
 
 # -- one epoch ---------------------------------------------------------------------------------------
 def _train_epoch(model, loader, optimizers, scaler, precision, device, augment, epoch, steps, bar, task,
-                 dist: DistContext | None = None) -> dict[str, Any]:
+                 dist: DistContext | None = None, *, channels_last: bool = False) -> dict[str, Any]:
     model.train()
     sums: dict[str, float] = {}
     n_samples, n_steps = 0, 0
@@ -235,6 +247,8 @@ def _train_epoch(model, loader, optimizers, scaler, precision, device, augment, 
         x = _as_input(batch).to(device, non_blocking=True)
         if augment is not None:
             x = augment(x)
+        if channels_last:
+            x = to_channels_last(x)
         with precision.autocast(device):
             losses = model.train_step(x, optimizers)
         if dist is not None and dist.enabled:  # every rank logs and NaN-checks the same global means
@@ -268,7 +282,8 @@ def _train_epoch(model, loader, optimizers, scaler, precision, device, augment, 
 
 
 @torch.no_grad()
-def _validate(model, loader, precision, device, epoch, dist: DistContext | None = None) -> float | None:
+def _validate(model, loader, precision, device, epoch, dist: DistContext | None = None, *,
+              channels_last: bool = False) -> float | None:
     """Mean per-sample healthy validation loss (None without validation data).
 
     Under torchrun each rank holds a disjoint shard (possibly empty); sums and counts are added
@@ -280,6 +295,8 @@ def _validate(model, loader, precision, device, epoch, dist: DistContext | None 
     total, count = 0.0, 0
     for step, batch in enumerate(loader, start=1):
         x = _as_input(batch).to(device, non_blocking=True)
+        if channels_last:
+            x = to_channels_last(x)
         with precision.autocast(device):
             per_sample = model.validation_loss(x)
         if per_sample.ndim != 1 or per_sample.shape[0] != x.shape[0]:
@@ -299,6 +316,23 @@ def _validate(model, loader, precision, device, epoch, dist: DistContext | None 
             epoch=epoch, step="validation", loss="val_loss", value=value,
         )
     return value
+
+
+def _loader_options(s: TrainSettings, device: torch.device) -> dict[str, Any]:
+    """DataLoader keywords: pinned memory on CUDA; with workers, persistent workers and prefetch.
+
+    Pinned host memory lets ``.to(device, non_blocking=True)`` overlap the copy with compute;
+    persistent workers skip re-forking (and re-opening memory-mapped cache files) every epoch.
+    """
+    kw: dict[str, Any] = {
+        "num_workers": s.num_workers,
+        "pin_memory": device.type == "cuda" if s.pin_memory is None else bool(s.pin_memory),
+    }
+    if s.num_workers > 0:
+        kw["persistent_workers"] = True if s.persistent_workers is None else bool(s.persistent_workers)
+        if s.prefetch_factor is not None:
+            kw["prefetch_factor"] = s.prefetch_factor
+    return kw
 
 
 def _as_input(batch: Any) -> torch.Tensor:

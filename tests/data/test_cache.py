@@ -182,3 +182,16 @@ def test_open_cache_lists_complete_cases(tmp_path: Path) -> None:
     (tmp_path / "pipeline.json").write_text(json.dumps({}))
     assert [c.case_id for c in open_cache(tmp_path)] == ["a", "b"]
     assert cache_index(tmp_path / "missing") == []
+
+
+def test_float16_cast_is_the_same_with_or_without_torch() -> None:
+    import torch  # noqa: F401 - the fast path is taken only when torch is imported
+
+    from brats_ad.data.cache import _to_float16
+
+    rng = np.random.default_rng(0)
+    image = (rng.normal(size=(3, 5, 6, 7)) * 100).astype(np.float32)
+    for view in (image, image.transpose(0, 3, 1, 2), image[:, ::-1]):
+        out = _to_float16(view)
+        assert out.dtype == np.float16
+        np.testing.assert_array_equal(out, view.astype(np.float16))

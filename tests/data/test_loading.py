@@ -301,3 +301,27 @@ def test_real_brats2023_met_case(shared_data: Path) -> None:
     flair = np.asanyarray(nib.load(case.images["flair"]).dataobj)
     np.testing.assert_array_equal(scan.image[3], flair)
     assert elapsed < 10.0, f"loading the real case took {elapsed:.1f} s"
+
+
+def test_native_layout_holds_the_same_values(tmp_path: Path, brats_case_writer) -> None:
+    brats_case_writer(tmp_path)
+    case = _only_case(tmp_path)
+    c, native = load_case(case), load_case(case, layout="native")
+    assert native.image.shape == c.image.shape and native.image.dtype == np.float32
+    np.testing.assert_array_equal(native.image, c.image)
+    np.testing.assert_array_equal(native.brain_mask, c.brain_mask)
+    # the file's own voxel order: X fastest in memory, channels between slices
+    assert native.image.strides[1] == 4 and native.image.strides[3] > native.image.strides[0]
+    with pytest.raises(ValueError, match="layout"):
+        load_case(case, layout="fortran")
+
+
+def test_gunzip_reads_multi_member_streams_and_refuses_truncated() -> None:
+    import gzip
+
+    from brats_ad.data.loading import gunzip, gzip_backend
+
+    assert gzip_backend() in ("isal", "zlib")
+    assert gunzip(gzip.compress(b"abc") + gzip.compress(b"def") + b"\x00" * 4) == b"abcdef"
+    with pytest.raises(EOFError):
+        gunzip(gzip.compress(b"abc" * 1000)[:-12])

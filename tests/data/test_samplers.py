@@ -168,3 +168,18 @@ def test_dataloader_worker_reads(cache) -> None:
     batch = next(iter(loader))
     expected = torch.stack([ds[i] for i in range(len(ds))])
     torch.testing.assert_close(batch, expected)
+
+
+def test_resized_cache_matches_resizing_on_read_and_is_written_once(cache) -> None:
+    from brats_ad.data.samplers import resized_file
+
+    fast = SliceDataset(cache, size=16)
+    exact = SliceDataset(cache, size=16, resized_cache=False)
+    for i in range(0, len(fast), 5):
+        torch.testing.assert_close(fast[i], exact[i], rtol=0, atol=2e-3)  # float16 rounding
+    assert (cache[0].path / resized_file(16)).is_file()
+    stamp = (cache[0].path / resized_file(16)).stat().st_mtime_ns
+    assert SliceDataset(cache, size=16, modalities=["flair"])[0].shape == (1, 16, 16)
+    assert (cache[0].path / resized_file(16)).stat().st_mtime_ns == stamp  # reused, not rewritten
+    batch = next(iter(DataLoader(fast, batch_size=4, num_workers=1)))
+    assert batch.shape == (4, 2, 16, 16)

@@ -36,3 +36,17 @@ def test_with_step_appends_record_without_touching_input():
     scan = _scan(np.zeros((1, 2, 2, 2)))
     out = with_step(with_step(scan, "a", {"x": 1}), "b")
     assert [s["name"] for s in out.meta["steps"]] == ["a", "b"] and "steps" not in scan.meta
+
+
+def test_slice_major_arrays_and_memory_order_round_trip():
+    from brats_ad.preprocess.base import empty_slice_major, from_memory_order, memory_order
+
+    a = empty_slice_major((2, 5, 4, 3), np.float32, fill=1.5)
+    assert a.shape == (2, 5, 4, 3) and np.all(a == 1.5)
+    assert a.transpose(3, 0, 1, 2).flags.c_contiguous  # (Z, C, X, Y) in memory
+    view = a[:, ::-1, :, ::-1]
+    mem, axes, flips = memory_order(view)
+    assert mem.flags.c_contiguous and axes == (3, 0, 1, 2)
+    back = from_memory_order(mem, axes, flips)
+    assert back.shape == view.shape and np.shares_memory(back, a)
+    np.testing.assert_array_equal(back, view)

@@ -57,3 +57,14 @@ def test_crop_only_when_shape_is_none():
 def test_crop_pad_rejects_bad_params(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         CropPad(**kwargs)
+
+
+def test_crop_pad_output_is_slice_major_and_layout_independent():
+    scan = _scan()
+    expected = CropPad(shape=(16, 16, 16), margin=2)(scan)
+    assert expected.image.transpose(3, 0, 1, 2).flags.c_contiguous  # the cache's (Z, C, X, Y)
+    for image in (np.asfortranarray(scan.image), scan.image[:, ::-1][:, ::-1]):
+        out = CropPad(shape=(16, 16, 16), margin=2)(Scan("c", image, scan.modalities, scan.affine, seg=scan.seg))
+        np.testing.assert_array_equal(out.image, expected.image)
+        np.testing.assert_array_equal(out.seg, expected.seg)
+        assert out.meta["steps"][-1] == expected.meta["steps"][-1]

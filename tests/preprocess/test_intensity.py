@@ -57,3 +57,33 @@ def test_non_constant_volume_does_not_warn(scan):
 def test_percentile_scale_rejects_bad_percentiles(lower, upper):
     with pytest.raises(ConfigError, match="lower < upper"):
         PercentileScale(lower=lower, upper=upper)
+
+
+@pytest.mark.parametrize("kind", ["int", "float"])
+def test_brain_percentiles_equal_numpy_bit_for_bit(kind):
+    from brats_ad.preprocess.intensity import brain_percentiles
+
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        n = int(rng.integers(1, 3000))
+        values = rng.integers(-40, int(rng.integers(1, 2000)), n).astype(np.float32)
+        if kind == "float":
+            values += rng.random(n).astype(np.float32)
+        qs = (float(rng.uniform(0, 50)), float(rng.uniform(50, 100)))
+        for q in (qs, (0.5, 99.5), (0.0, 100.0)):
+            assert brain_percentiles(values, q) == [float(v) for v in np.percentile(values, list(q))]
+
+
+@pytest.mark.parametrize("step", [ZScore(), PercentileScale()], ids=["zscore", "percentile-scale"])
+def test_intensity_steps_do_not_depend_on_memory_layout(scan, step):
+    from brats_ad.preprocess.base import empty_slice_major
+
+    slice_major = empty_slice_major(scan.image.shape, np.float32)
+    slice_major[...] = scan.image
+    expected = step(scan).image
+    for image in (slice_major, slice_major[:, ::-1, ::-1], np.asfortranarray(scan.image)):
+        mask = image.any(axis=0)  # the mask follows the image (e.g. flipped by orient)
+        out = step(Scan("c", image, scan.modalities, np.eye(4), brain_mask=mask)).image
+        flips = (slice(None), slice(None, None, -1), slice(None, None, -1)) if image.strides[1] < 0 else ()
+        reference = expected[(slice(None), *flips[1:])] if flips else expected
+        np.testing.assert_allclose(out, reference, rtol=0, atol=1e-6)
