@@ -164,21 +164,42 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from brats_ad.bench.runner import run_bench
 
     console = _console()
+    workers = args.workers
+    if workers is not None and workers != "per-gpu":
+        workers = int(workers)
+    flags = {"partition": args.partition, "gpus_per_node": args.gpus, "cpus_per_task": args.cpus,
+             "timeout_min": args.time, "mem_gb": args.mem, "workers": workers,
+             "wait": True if args.wait else None}
+    config = Path(args.config) if args.config else None
     code = run_bench(
-        Path(args.config) if args.config else None,
+        config,
         data=Path(args.data) if args.data else None,
         out=Path(args.out) if args.out else None,
         dry_run=args.dry_run, progress=not args.quiet, console=console,
+        executor=args.executor,
+        executor_params={k: v for k, v in flags.items() if v is not None},
     )
-    if not args.dry_run and not args.no_leaderboard:
-        from brats_ad.bench.config import load_bench_config
-        from brats_ad.report.leaderboard import write_leaderboard
+    if args.dry_run or args.no_leaderboard:
+        return code
+    from brats_ad.bench.config import load_bench_config
+    from brats_ad.bench.status import bench_status
 
-        cfg = load_bench_config(Path(args.config) if args.config else None)
-        out_dir = Path(args.out) if args.out else Path(cfg.out)
-        board = write_leaderboard(out_dir / "results.jsonl", Path("leaderboards") / f"{out_dir.name}.md")
-        console.print(f"[green]leaderboard[/] {board}")
+    out_dir = Path(args.out) if args.out else Path(load_bench_config(config).out)
+    if not bench_status(out_dir, refresh=False).finished:  # SLURM jobs still queued or running
+        console.print(f"leaderboard once the jobs finish: brats-ad leaderboard {out_dir}")
+        return code
+    from brats_ad.report.leaderboard import write_leaderboard
+
+    board = write_leaderboard(out_dir / "results.jsonl", Path("leaderboards") / f"{out_dir.name}.md")
+    console.print(f"[green]leaderboard[/] {board}")
     return code
+
+
+# -- brats-ad status -------------------------------------------------------------------------------
+def _cmd_status(args: argparse.Namespace) -> int:
+    from brats_ad.bench.status import status_from_cli
+
+    return status_from_cli(Path(args.out), as_json=args.json, cells=args.cells, console=_console())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -237,8 +258,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (overrides [bench] out); rerun to resume")
     p.add_argument("--dry-run", action="store_true", help="print the expanded matrix and a cost estimate")
     p.add_argument("--no-leaderboard", action="store_true", help="do not write leaderboards/<out name>.md at the end")
+    p.add_argument("--executor", default=None,
+                   help="where units run: local (default; this process) or slurm (one job per trained model)")
+    p.add_argument("--partition", default=None, help="slurm: partition")
+    p.add_argument("--gpus", type=int, default=None, help="slurm: GPUs per job (default: 1)")
+    p.add_argument("--cpus", type=int, default=None, help="slurm: CPUs per job (default: 8)")
+    p.add_argument("--time", type=int, default=None, metavar="MIN", help="slurm: time limit per job in minutes (default: 240)")
+    p.add_argument("--mem", type=float, default=None, metavar="GB", help="slurm: memory per job in GB (default: 32)")
+    p.add_argument("--wait", action="store_true", help="slurm: wait for the jobs and collect them before returning")
+    p.add_argument("--workers", default=None, help='local: worker processes, an integer or "per-gpu" (default: 1, in-process)')
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("status", help="done / running / failed / pending cells of a bench folder (and its SLURM jobs)")
+    p.add_argument("out", help="the bench output folder (--out of 'brats-ad bench')")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--cells", action="store_true", help="one line per cell, not only the failed ones")
+    p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("leaderboard", help="markdown leaderboard and figures from a bench results.jsonl (no torch)")
     p.add_argument("results", help="results.jsonl, or the bench folder holding it")

@@ -51,6 +51,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "brats_ad.models.plugin",
     "brats_ad.scorers.plugin",
     "brats_ad.metrics.plugin",
+    "brats_ad.bench.executors.plugin",
 )
 
 _TRUE = {"1", "true", "yes", "on"}

@@ -18,9 +18,10 @@ import contextlib
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
+
+from brats_ad.io import write_text_atomic
 
 SCHEMA_VERSION = 1
 RESULTS = "results.jsonl"
@@ -59,20 +60,8 @@ def jsonable(value: Any) -> Any:
 
 
 def write_json_atomic(path: Path, payload: Any, *, indent: int | None = 1) -> None:
-    """Temp file in the same folder, fsync, ``os.replace``: the file is whole or absent."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(jsonable(payload), fh, indent=indent, allow_nan=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """The file is whole or absent (see :mod:`brats_ad.io`); NaN is refused (rows use null)."""
+    write_text_atomic(path, json.dumps(jsonable(payload), indent=indent, allow_nan=False) + "\n")
 
 
 @contextlib.contextmanager
@@ -147,15 +136,4 @@ class ResultsStore:
         """``results.jsonl`` = every cell row, one per line; atomic replace under the lock."""
         with file_lock(self.out / LOCK):
             lines = [json.dumps(jsonable(r), sort_keys=False, allow_nan=False) for r in self.rows()]
-            self.out.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{RESULTS}.", suffix=".tmp", dir=self.out)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                    fh.write("".join(line + "\n" for line in lines))
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, self.results_path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            write_text_atomic(self.results_path, "".join(line + "\n" for line in lines))

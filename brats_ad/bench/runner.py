@@ -99,6 +99,8 @@ def run_bench(
 
         print_plan(cfg, matrix, registries, console)
         return 0
+    if hasattr(runner_executor, "check"):  # e.g. slurm: submitit installed, sbatch on PATH; before any work
+        runner_executor.check()
     return BenchRunner(cfg, registries, console=console, progress=progress, executor=runner_executor,
                        registries_factory=registries_factory).run(matrix)
 

@@ -279,10 +279,8 @@ def _gallery(image: np.ndarray, seg: np.ndarray | None, mask: np.ndarray, amap: 
 
 def _write_artifacts(runner: "BenchRunner", cid: str, row: dict[str, Any], curves: dict[str, Any],
                      gallery: dict[str, Any] | None) -> None:
-    import os
-    import tempfile
-
     from brats_ad.bench.results import write_json_atomic
+    from brats_ad.io import atomic_path
 
     folder = runner.store.artifact_dir(cid)
     folder.mkdir(parents=True, exist_ok=True)
@@ -290,8 +288,6 @@ def _write_artifacts(runner: "BenchRunner", cid: str, row: dict[str, Any], curve
     row["artifacts"]["curves"] = runner.store.relpath(folder / "curves.json")
     if gallery is not None:
         gallery = {**gallery, "modalities": np.asarray(list(runner.data.modalities))}
-        fd, tmp = tempfile.mkstemp(prefix=".gallery.", suffix=".npz", dir=folder)
-        os.close(fd)
-        np.savez_compressed(tmp, **gallery)
-        os.replace(tmp, folder / "gallery.npz")
+        with atomic_path(folder / "gallery.npz") as tmp:
+            np.savez_compressed(tmp, **gallery)
         row["artifacts"]["gallery"] = runner.store.relpath(folder / "gallery.npz")

@@ -33,6 +33,7 @@ import numpy as np
 from brats_ad import __version__
 from brats_ad.data.scan import Case, Scan
 from brats_ad.errors import DataError
+from brats_ad.io import write_text_atomic
 
 #: Bumped whenever the layout or meta schema changes; older entries are then stale.
 CACHE_FORMAT_VERSION = 1
@@ -344,16 +345,8 @@ def _write_json(path: Path, payload: Any) -> None:
 
 
 def write_json_atomic(path: Path | str, payload: Any) -> None:
-    """Write JSON to a temp file beside ``path`` and rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
-    try:
-        _write_json(tmp, _jsonable(payload))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write JSON (tuples, numpy values and paths made plain) atomically over ``path``."""
+    write_text_atomic(path, json.dumps(_jsonable(payload), indent=1, sort_keys=True) + "\n")
 
 
 def _jsonable(value: Any) -> Any:

@@ -121,8 +121,6 @@ def _requested(case: Case, modalities: Sequence[str] | None) -> tuple[str, ...]:
 
 def _read_volume(case: Case, path: Path) -> tuple[np.ndarray, np.ndarray]:
     """The voxel array (on-disk dtype, scaling applied) and affine of one 3-D NIfTI."""
-    import nibabel as nib
-
     try:
         data, affine = _decode(path)
         affine = np.asarray(affine, dtype=np.float64)

@@ -24,6 +24,7 @@ import numpy as np
 from brats_ad.data.scan import MODALITIES, Case, canonical_modality
 from brats_ad.data.synthetic_anatomy import AFFINE, SHAPE
 from brats_ad.errors import ConfigError, DataError
+from brats_ad.io import write_text_atomic
 
 #: Bump when the same (seed, index) would give different arrays; old folders are then refused.
 GENERATOR_VERSION = 1
@@ -287,9 +288,7 @@ def _write_case(out: Path, case: SyntheticCase) -> None:
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=1) + "\n")
 
 
 class _progress:

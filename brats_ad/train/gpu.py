@@ -56,9 +56,10 @@ def to_channels_last(obj: T, spatial_dims: int | None = None) -> T:
     if isinstance(obj, nn.Module):
         if spatial_dims is None:
             raise ValueError("to_channels_last(module) needs spatial_dims (2 or 3)")
-        # Module.to(memory_format=) converts only parameters/buffers of matching rank (4-D for
-        # channels_last, 5-D for channels_last_3d); biases and linear weights stay as they are.
-        return obj.to(memory_format=memory_format(spatial_dims))
+        # Only tensors of the layout's rank (conv weights) change; Module.to(memory_format=)
+        # would also try 4-D tensors under channels_last_3d and fail, hence _apply.
+        fmt, rank = memory_format(spatial_dims), spatial_dims + 2
+        return obj._apply(lambda t: t.contiguous(memory_format=fmt) if t.ndim == rank else t)
     raise TypeError(f"to_channels_last expects a tensor or a module, got {type(obj).__name__}")
 
 

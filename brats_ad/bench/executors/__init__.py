@@ -30,15 +30,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from brats_ad.bench.matrix import Cell, Unit
     from brats_ad.bench.runner import BenchRunner
 
-#: Built-in executors (also registered by :mod:`brats_ad.bench.executors.plugin`).
-BUILTIN = {
-    "local": "brats_ad.bench.executors.local:LocalExecutor",
-    "slurm": "brats_ad.bench.executors.slurm:SlurmExecutor",
-}
-
-Work = list  # list[tuple[Unit, list[Cell]]]; spelled out in the docstrings (no runtime import)
-
-
 @dataclass(frozen=True)
 class Outcome:
     """What an executor's ``run`` left behind, for the runner's summary line.
@@ -71,21 +62,24 @@ def make_executor(name: str, params: Mapping[str, Any], registries: Any) -> Exec
     """
     registry = getattr(registries, "executors", None)
     if registry is not None and name in registry:
-        entry = registry.get(name)
+        factory = registry.get(name).create
     elif name == "local":
         from brats_ad.bench.executors.local import LocalExecutor
 
-        return LocalExecutor(**params)
+        factory = LocalExecutor
     elif registry is not None:
-        entry = registry.get(name)  # UnknownComponent with did-you-mean and the known names
+        registry.get(name)  # raises UnknownComponent with did-you-mean and the known names
+        raise AssertionError("unreachable")  # pragma: no cover
     else:  # pragma: no cover - registries without an executors kind
         raise UnknownComponent(f"no executor {name!r}; Known: local. Missing plugin? Run 'brats-ad plugins'.")
     try:
-        return entry.create(**params)
+        return factory(**params)
     except BratsAdError as exc:
-        raise ConfigError(f"[executor] {name!r}: {exc}") from None
+        raise ConfigError(f"[executor] {exc}") from None
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"[executor] {name!r}: invalid parameters ({exc}); fix [executor] in the config or the CLI flags") from None
+        raise ConfigError(
+            f"[executor] {name!r}: invalid parameters ({exc}); fix [executor] in the config or the command-line flags"
+        ) from None
 
 
 # -- the payload a worker process or cluster job runs ----------------------------------------------
@@ -223,4 +217,4 @@ class unit_lock:
             self._fh.close()
 
 
-__all__ = ["BUILTIN", "BenchJobError", "Executor", "Outcome", "UnitJob", "make_executor", "run_unit_job"]
+__all__ = ["BenchJobError", "Executor", "Outcome", "UnitJob", "make_executor", "run_unit_job"]

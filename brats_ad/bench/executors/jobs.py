@@ -13,6 +13,7 @@ file, which outranks the scheduler: a job whose result file exists has ended.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 from pathlib import Path
@@ -29,6 +30,7 @@ ACTIVE = frozenset({"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING
 
 #: Jobs submitted by this process (submitit objects): their state comes from the live handle.
 _LIVE: dict[str, Any] = {}
+atexit.register(_LIVE.clear)  # drop handles before interpreter teardown (their __del__ needs modules)
 
 
 def load_jobs(out: Path) -> dict[str, dict[str, Any]]:
@@ -81,7 +83,9 @@ def job_state(out: Path, record: dict[str, Any]) -> tuple[str, str | None]:
     if state in ("UNKNOWN", "") and cluster != "local":
         return "UNKNOWN", None
     reason = _log_tail(paths.stderr) or "no result file"
-    return (state if state not in ("COMPLETED", "FINISHED") else "FAILED"), f"job {job_id} ended {state}: {reason}"
+    if state in ("COMPLETED", "FINISHED"):  # ended, yet submitit wrote no result: killed
+        return "FAILED", f"job {job_id} ended without a result ({reason})"
+    return state, f"job {job_id} ended {state}: {reason}"
 
 
 def _read_result(path: Path) -> tuple[str, str | None] | None:
@@ -102,7 +106,10 @@ def _read_result(path: Path) -> tuple[str, str | None] | None:
 def _local_state(job_id: str) -> str:
     job = _LIVE.get(job_id)
     if job is not None:
-        return "RUNNING" if not job.done() else "FINISHED"
+        if not job.done():
+            return "RUNNING"
+        _LIVE.pop(job_id, None)
+        return "FINISHED"
     try:  # a local job started by another process: its id is its pid
         os.kill(int(job_id), 0)
     except (ProcessLookupError, ValueError):

@@ -175,17 +175,23 @@ class SlurmExecutor:
             ids.append(str(job.job_id))
         return ids
 
-    def make_submitit(self, out: Path) -> Any:
-        """A configured ``submitit.AutoExecutor`` writing logs under ``<out>/<folder>/<job id>/``."""
-        try:
-            import submitit
-        except ImportError:
-            raise ConfigError("executor slurm needs submitit; install it with: pip install 'brats-ad[slurm]'") from None
+    def check(self) -> None:
+        """Fail before any work when jobs cannot be submitted from here."""
+        import importlib.util
+
+        if importlib.util.find_spec("submitit") is None:
+            raise ConfigError("executor slurm needs submitit; install it with: pip install 'brats-ad[slurm]'")
         if self.cluster == "slurm" and shutil.which("sbatch") is None:
             raise ConfigError(
                 "executor slurm: 'sbatch' is not on PATH, so this is not a SLURM login node; run bench there, "
                 'or try the jobs locally with [executor] cluster = "local"'
             )
+
+    def make_submitit(self, out: Path) -> Any:
+        """A configured ``submitit.AutoExecutor`` writing logs under ``<out>/<folder>/<job id>/``."""
+        self.check()
+        import submitit
+
         executor = submitit.AutoExecutor(folder=Path(out) / self.folder / "%j", cluster=self.cluster)
         params: dict[str, Any] = {
             "name": self.job_name, "timeout_min": self.timeout_min, "mem_gb": self.mem_gb,
