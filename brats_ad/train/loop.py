@@ -12,6 +12,13 @@ Output folder::
     history.jsonl  one row per epoch (+ events)     history.csv  the same epoch rows
     state.json     status, epoch, best, error
 
+GPU throughput options (``TrainSettings``; see :mod:`brats_ad.train.gpu`): ``channels_last``
+converts the model and every batch to channels-last (any device; same results within float
+tolerance), ``compile`` compiles the model's child networks in place (never ``train_step``;
+eager when torch.compile is unavailable), and with ``num_workers > 0`` the loaders keep their
+workers across epochs and prefetch; batches are pinned on CUDA. ``samples_per_s`` per epoch is
+in the history.
+
 Under ``torchrun`` (see :mod:`brats_ad.train.distributed`) each process trains on its share of
 every batch (``batch_size`` stays the global batch), gradients are averaged across processes,
 validation is split over them and summed, and rank 0 alone writes the files above.
