@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,22 @@ def _no_plugin_autoload(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BRATS_AD_DISABLE_PLUGIN_AUTOLOAD", "1")
     monkeypatch.delenv("BRATS_AD_DISABLE_PLUGINS", raising=False)
     monkeypatch.delenv("BRATS_AD_TRACE_PLUGINS", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tests run torch single-threaded: tiny tensors gain nothing from threads, and on a busy
+    2-core CI machine OpenMP spin-waiting makes small steps many times slower. torch is not
+    imported here (tests of the light start-up path must not pay for it); every test module
+    that uses torch has imported it by the time its tests run."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

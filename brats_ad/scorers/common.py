@@ -16,6 +16,7 @@ first and post-processes the stitched volume):
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Mapping
 
 import torch
@@ -114,7 +115,7 @@ def check_power(power: Any, scorer: str) -> int:
     return int(power)
 
 
-class MapScorer:
+class MapScorer(ABC):
     """Base class: subclasses set ``name``, ``requires``, ``map_kind`` and implement ``anomaly_map``.
 
     ``postprocess`` (every built-in scorer's common parameter) is a mapping of
@@ -133,8 +134,9 @@ class MapScorer:
         require(output, self.name, self.requires)
         check_image(output, self.name)
 
-    def anomaly_map(self, output: ModelOutput) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def anomaly_map(self, output: ModelOutput) -> Tensor:
+        """The ``(B, 1, *spatial)`` float32 map of this scorer."""
 
     def sample_score(self, amap: Tensor, output: ModelOutput) -> Tensor:
         """Default: the mean of the map over the brain (see :func:`brain_region`)."""

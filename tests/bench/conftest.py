@@ -7,20 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = HERE / "configs"
 sys.path.insert(0, str(HERE.parent / "data"))  # _data_factories
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny tensors gain nothing from threads; on a busy 2-core machine they lose a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 from _infer_helpers import FittedScorer, data_factories, registries_with_test_scorers
 from brats_ad.errors import ConfigError, UnknownComponent
@@ -17,14 +16,6 @@ from brats_ad.infer.predict import predict_case
 
 FACTORIES = data_factories()
 REAL_CASE = "real_brats2023_met/BraTS-MET-00110-000"
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

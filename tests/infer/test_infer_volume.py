@@ -16,14 +16,6 @@ from brats_ad.models.threshold import IntensityThreshold
 from brats_ad.scorers.base import Score
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _threshold(dims: int, channels: int = 2) -> IntensityThreshold:
     return IntensityThreshold.from_params(spatial_dims=dims, in_channels=channels,
                                           modalities=("t1", "flair")[-channels:])

@@ -44,15 +44,6 @@ def _blobs(batch: int, config: GanomalyConfig, seed: int = 0) -> torch.Tensor:
     return out.clamp(0, 1) * 2 - 1
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convolutions run fastest on one thread; two threads on a shared 2-core runner spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(params=[(2, 1), (2, 4), (3, 1), (3, 4)], ids=["2d-1ch", "2d-4ch", "3d-1ch", "3d-4ch"])
 def case(request):
     spatial_dims, channels = request.param
