@@ -6,12 +6,12 @@ An :class:`Entry` names its factory as a ``"module:attr"`` string, so listing ev
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
+from brats_ad.config import did_you_mean
 from brats_ad.errors import ConfigError, DuplicateComponent, PluginError, UnknownComponent
 
 #: The kinds of component, in the order ``brats-ad plugins`` lists them. Each has one hook,
@@ -89,7 +89,7 @@ class Entry:
         if unknown:
             allowed = ", ".join(sorted(self.params)) or "(none)"
             key = unknown[0]
-            hint = _did_you_mean(key, self.params)
+            hint = did_you_mean(key, self.params)
             raise ConfigError(
                 f"{_SINGULAR[self.kind]} {self.name!r} has no parameter {key!r}{hint}; "
                 f"allowed: {allowed}"
@@ -116,11 +116,6 @@ class Entry:
             "distribution": self.source.distribution,
             "version": self.source.version,
         }
-
-
-def _did_you_mean(name: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 class Registry:
@@ -188,7 +183,7 @@ class Registry:
         except KeyError:
             known = ", ".join(sorted(self._entries)) or "(none)"
             raise UnknownComponent(
-                f"no {_SINGULAR[self.kind]} {name!r}{_did_you_mean(name, self._entries) or '.'} "
+                f"no {_SINGULAR[self.kind]} {name!r}{did_you_mean(name, self._entries) or '.'} "
                 f"Known: {known}. Missing plugin? Run 'brats-ad plugins'."
             ) from None
 
@@ -223,7 +218,7 @@ class Registries:
     def of(self, kind: str) -> Registry:
         if kind not in KINDS:
             raise UnknownComponent(
-                f"no component kind {kind!r}{_did_you_mean(kind, KINDS) or '.'} Known: {', '.join(KINDS)}."
+                f"no component kind {kind!r}{did_you_mean(kind, KINDS) or '.'} Known: {', '.join(KINDS)}."
             )
         return getattr(self, kind)
 

@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from brats_ad.errors import BratsAdError, ConfigError
-from brats_ad.train.config import TrainSettings, _check_int, _no_unknown, _parse_train, _typed
+from brats_ad.config import check_int, did_you_mean, read_toml, reject_unknown, typed
+from brats_ad.train.config import TrainSettings, _parse_train
 
 STRATEGIES = ("tumour-free", "healthy-controls")
 BLENDS = ("gaussian", "constant")
@@ -127,21 +128,21 @@ class EvaluationSection:
     def __post_init__(self) -> None:
         if not 0.0 < self.healthy_quantile < 1.0:
             raise ConfigError(f"evaluation.healthy_quantile must be in (0, 1), e.g. 0.995; got {self.healthy_quantile!r}")
-        _check_int("evaluation.bootstrap", self.bootstrap, 1)
+        check_int("evaluation.bootstrap", self.bootstrap, 1)
         if not 0.0 < self.bootstrap_level < 1.0:
             raise ConfigError(f"evaluation.bootstrap_level must be in (0, 1), e.g. 0.95; got {self.bootstrap_level!r}")
-        _check_int("evaluation.bootstrap_seed", self.bootstrap_seed, 0)
-        _check_int("evaluation.curve_points", self.curve_points, 2)
-        _check_int("evaluation.gallery_slices", self.gallery_slices, 0)
+        check_int("evaluation.bootstrap_seed", self.bootstrap_seed, 0)
+        check_int("evaluation.curve_points", self.curve_points, 2)
+        check_int("evaluation.gallery_slices", self.gallery_slices, 0)
         if self.batch_size is not None:
-            _check_int("evaluation.batch_size", self.batch_size, 1)
+            check_int("evaluation.batch_size", self.batch_size, 1)
         if not 0.0 <= self.overlap < 1.0:
             raise ConfigError(f"evaluation.overlap must be in [0, 1), got {self.overlap!r}")
         if self.blend not in BLENDS:
             raise ConfigError(f"evaluation.blend must be one of {', '.join(BLENDS)}, got {self.blend!r}")
         if not 0.0 <= self.min_brain_fraction <= 1.0:
             raise ConfigError(f"evaluation.min_brain_fraction must be in [0, 1], got {self.min_brain_fraction!r}")
-        _check_int("evaluation.fit_max_samples", self.fit_max_samples, 1)
+        check_int("evaluation.fit_max_samples", self.fit_max_samples, 1)
 
 
 @dataclass(frozen=True)
@@ -234,16 +235,8 @@ def default_config_path() -> Path:
 
 def load_bench_config(path: Path | str | None = None) -> BenchConfig:
     """Read and parse a benchmark TOML (the packaged ``default.toml`` when ``path`` is None)."""
-    import tomllib
-
     path = default_config_path() if path is None else Path(path)
-    if not path.is_file():
-        raise ConfigError(f"bench config {path} not found; pass an existing TOML file (see benchmarks/configs/)")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"bench config {path}: invalid TOML ({exc})") from None
-    return parse_bench_config(raw, source=path)
+    return parse_bench_config(read_toml(path, "bench config"), source=path)
 
 
 def parse_bench_config(raw: Mapping[str, Any], *, source: Path | None = None) -> BenchConfig:
@@ -256,17 +249,17 @@ def parse_bench_config(raw: Mapping[str, Any], *, source: Path | None = None) ->
 
 
 def _parse(raw: Mapping[str, Any], source: Path | None) -> BenchConfig:
-    _no_unknown(raw, _TOP, "top-level table")
+    reject_unknown(raw, _TOP, "top-level table")
     bench = _table(raw, "bench")
-    _no_unknown(bench, ("name", "out"), "key in [bench]")
-    name = _typed("bench.name", bench.get("name", source.stem if source else "bench"), str)
-    out = Path(_typed("bench.out", bench.get("out", f"runs/bench/{name}"), str))
+    reject_unknown(bench, ("name", "out"), "key in [bench]")
+    name = typed("bench.name", bench.get("name", source.stem if source else "bench"), str)
+    out = Path(typed("bench.out", bench.get("out", f"runs/bench/{name}"), str))
 
     dataset = _parse_dataset(_table(raw, "dataset"))
     split = _parse_split(_table(raw, "split"))
 
     training = dict(_table(raw, "training"))
-    strategy = _typed("training.strategy", training.pop("strategy", "tumour-free"), str)
+    strategy = typed("training.strategy", training.pop("strategy", "tumour-free"), str)
     if strategy not in STRATEGIES:
         raise ConfigError(f"training.strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     healthy_raw = training.pop("healthy", None)
@@ -277,12 +270,12 @@ def _parse(raw: Mapping[str, Any], source: Path | None) -> BenchConfig:
     if strategy == "healthy-controls":
         if healthy_raw is None:
             raise ConfigError('training.strategy = "healthy-controls" needs a [training.healthy] table with root = "FOLDER"')
-        healthy = _parse_healthy(_typed("training.healthy", healthy_raw, Mapping))
+        healthy = _parse_healthy(typed("training.healthy", healthy_raw, Mapping))
     elif healthy_raw is not None:
         raise ConfigError('[training.healthy] is used only with strategy = "healthy-controls"; remove it or set the strategy')
 
     matrix = _table(raw, "matrix")
-    _no_unknown(matrix, ("dims", "seeds"), "key in [matrix]")
+    reject_unknown(matrix, ("dims", "seeds"), "key in [matrix]")
     dims = _int_list("matrix.dims", matrix.get("dims", [2]), allowed=(2, 3))
     seeds = _int_list("matrix.seeds", matrix.get("seeds", [0]), minimum=0)
     samplers = _parse_samplers(_table(raw, "sampler"), dims)
@@ -300,7 +293,7 @@ def _parse(raw: Mapping[str, Any], source: Path | None) -> BenchConfig:
 
 def _parse_executor(raw: Mapping[str, Any]) -> ExecutorSection:
     params = dict(raw)
-    name = _typed("executor.name", params.pop("name", "local"), str)
+    name = typed("executor.name", params.pop("name", "local"), str)
     return ExecutorSection(name=name, params=params)
 
 
@@ -340,7 +333,7 @@ def _pipeline(name: str, value: Any) -> str | tuple[Mapping[str, Any], ...]:
         if not value or not all(isinstance(s, Mapping) and isinstance(s.get("name"), str) for s in value):
             raise ConfigError(f"{name} steps must be tables with a 'name', e.g. [{{name = \"orient\"}}], got {value!r}")
         return tuple(dict(s) for s in value)
-    return _typed(name, value, str)
+    return typed(name, value, str)
 
 
 def _modalities(name: str, value: Any) -> tuple[str, ...]:
@@ -354,15 +347,15 @@ def _modalities(name: str, value: Any) -> tuple[str, ...]:
 
 
 def _parse_dataset(raw: Mapping[str, Any]) -> DatasetSection:
-    _no_unknown(raw, [f.name for f in fields(DatasetSection)], "key in [dataset]")
+    reject_unknown(raw, [f.name for f in fields(DatasetSection)], "key in [dataset]")
     kw: dict[str, Any] = {}
     if "name" in raw:
-        kw["name"] = _typed("dataset.name", raw["name"], str)
+        kw["name"] = typed("dataset.name", raw["name"], str)
     for key in ("root", "cache"):
         if key in raw:
-            kw[key] = Path(_typed(f"dataset.{key}", raw[key], str))
+            kw[key] = Path(typed(f"dataset.{key}", raw[key], str))
     if "params" in raw:
-        kw["params"] = dict(_typed("dataset.params", raw["params"], Mapping))
+        kw["params"] = dict(typed("dataset.params", raw["params"], Mapping))
         if "modalities" in kw["params"]:
             raise ConfigError("set the modalities in dataset.modalities, not dataset.params.modalities")
     if "modalities" in raw:
@@ -373,17 +366,17 @@ def _parse_dataset(raw: Mapping[str, Any]) -> DatasetSection:
 
 
 def _size(name: str, value: Any, allow_fraction: bool = True) -> float | int:
-    _typed(name, value, (int, float))
+    typed(name, value, (int, float))
     if value < 0 or (isinstance(value, float) and not value.is_integer() and value >= 1):
         raise ConfigError(f"{name} must be a fraction in [0, 1) or a patient count >= 0, got {value!r}")
     return value
 
 
 def _parse_split(raw: Mapping[str, Any]) -> SplitSection:
-    _no_unknown(raw, ("seed", "val", "test"), "key in [split]")
+    reject_unknown(raw, ("seed", "val", "test"), "key in [split]")
     kw: dict[str, Any] = {}
     if "seed" in raw:
-        _check_int("split.seed", raw["seed"], 0)
+        check_int("split.seed", raw["seed"], 0)
         kw["seed"] = raw["seed"]
     for key in ("val", "test"):
         if key in raw:
@@ -398,15 +391,15 @@ def _parse_split(raw: Mapping[str, Any]) -> SplitSection:
 
 
 def _parse_healthy(raw: Mapping[str, Any]) -> HealthySection:
-    _no_unknown(raw, [f.name for f in fields(HealthySection)], "key in [training.healthy]")
+    reject_unknown(raw, [f.name for f in fields(HealthySection)], "key in [training.healthy]")
     kw: dict[str, Any] = {}
     if "dataset" in raw:
-        kw["dataset"] = _typed("training.healthy.dataset", raw["dataset"], str)
+        kw["dataset"] = typed("training.healthy.dataset", raw["dataset"], str)
     for key in ("root", "cache"):
         if key in raw:
-            kw[key] = Path(_typed(f"training.healthy.{key}", raw[key], str))
+            kw[key] = Path(typed(f"training.healthy.{key}", raw[key], str))
     if "params" in raw:
-        kw["params"] = dict(_typed("training.healthy.params", raw["params"], Mapping))
+        kw["params"] = dict(typed("training.healthy.params", raw["params"], Mapping))
     if "pipeline" in raw:
         kw["pipeline"] = _pipeline("training.healthy.pipeline", raw["pipeline"])
     if "val" in raw:
@@ -414,7 +407,7 @@ def _parse_healthy(raw: Mapping[str, Any]) -> HealthySection:
         if kw["val"] == 0:
             raise ConfigError("training.healthy.val must be > 0: early stopping needs healthy validation scans")
     if "seed" in raw:
-        _check_int("training.healthy.seed", raw["seed"], 0)
+        check_int("training.healthy.seed", raw["seed"], 0)
         kw["seed"] = raw["seed"]
     section = HealthySection(**kw)
     if section.root is None:
@@ -423,7 +416,7 @@ def _parse_healthy(raw: Mapping[str, Any]) -> HealthySection:
 
 
 def _parse_samplers(raw: Mapping[str, Any], dims: tuple[int, ...]) -> dict[int, SamplerSection]:
-    _no_unknown(raw, ("2d", "3d"), "table in [sampler] (use [sampler.2d] / [sampler.3d])")
+    reject_unknown(raw, ("2d", "3d"), "table in [sampler] (use [sampler.2d] / [sampler.3d])")
     out: dict[int, SamplerSection] = {}
     defaults = {2: 128, 3: 64}
     for dim in (2, 3):
@@ -432,31 +425,31 @@ def _parse_samplers(raw: Mapping[str, Any], dims: tuple[int, ...]) -> dict[int, 
         if not isinstance(table, Mapping):
             raise ConfigError(f"[sampler.{key}] must be a table, got {type(table).__name__}")
         allowed = ("size", "min_brain_fraction", "margin") + (("stride",) if dim == 3 else ())
-        _no_unknown(table, allowed, f"key in [sampler.{key}]")
+        reject_unknown(table, allowed, f"key in [sampler.{key}]")
         size = table.get("size", defaults[dim])
-        _check_int(f"sampler.{key}.size", size, 8 if dim == 2 else 4)
+        check_int(f"sampler.{key}.size", size, 8 if dim == 2 else 4)
         stride = table.get("stride")
         if stride is not None:
-            _check_int(f"sampler.{key}.stride", stride, 1)
+            check_int(f"sampler.{key}.stride", stride, 1)
         mbf = table.get("min_brain_fraction")
         if mbf is not None:
-            _typed(f"sampler.{key}.min_brain_fraction", mbf, (int, float))
+            typed(f"sampler.{key}.min_brain_fraction", mbf, (int, float))
             if not 0.0 <= mbf <= 1.0:
                 raise ConfigError(f"sampler.{key}.min_brain_fraction must be in [0, 1], got {mbf!r}")
             mbf = float(mbf)
         margin = table.get("margin", 0)
-        _check_int(f"sampler.{key}.margin", margin, 0)
+        check_int(f"sampler.{key}.margin", margin, 0)
         out[dim] = SamplerSection(size=size, stride=stride, min_brain_fraction=mbf, margin=margin)
     return out
 
 
 def _parse_model(i: int, raw: Mapping[str, Any], matrix_dims: tuple[int, ...]) -> ModelSpec:
     where = f"models[{i}]"
-    _no_unknown(raw, ("name", "params", "dims", "training"), f"key in {where}")
+    reject_unknown(raw, ("name", "params", "dims", "training"), f"key in {where}")
     name = raw.get("name")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{where} needs name = \"MODEL\" (see 'brats-ad plugins --kind models'), got {name!r}")
-    params = dict(_typed(f"{where}.params ({name})", raw.get("params", {}), Mapping))
+    params = dict(typed(f"{where}.params ({name})", raw.get("params", {}), Mapping))
     for key in DATA_PARAMS:
         if key in params:
             raise ConfigError(
@@ -472,7 +465,7 @@ def _parse_model(i: int, raw: Mapping[str, Any], matrix_dims: tuple[int, ...]) -
                 f"{where} ({name}): dims {list(dims)} include {outside[0]}, which is not in matrix.dims "
                 f"{list(matrix_dims)}; add it to [matrix] dims or remove it here"
             )
-    training = dict(_typed(f"{where}.training ({name})", raw.get("training", {}), Mapping))
+    training = dict(typed(f"{where}.training ({name})", raw.get("training", {}), Mapping))
     if "seed" in training or "strategy" in training or "healthy" in training:
         raise ConfigError(f"{where} ({name}): training may override loop settings only (epochs, batch_size, ...), not seed / strategy")
     return ModelSpec(name=name, params=params, dims=dims, training=training)
@@ -480,12 +473,12 @@ def _parse_model(i: int, raw: Mapping[str, Any], matrix_dims: tuple[int, ...]) -
 
 def _parse_scorer(i: int, raw: Mapping[str, Any]) -> ScorerSpec:
     where = f"scorers[{i}]"
-    _no_unknown(raw, ("name", "params", "grid"), f"key in {where}")
+    reject_unknown(raw, ("name", "params", "grid"), f"key in {where}")
     name = raw.get("name")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{where} needs name = \"SCORER\" (see 'brats-ad plugins --kind scorers'), got {name!r}")
-    params = dict(_typed(f"{where}.params ({name})", raw.get("params", {}), Mapping))
-    grid_raw = _typed(f"{where}.grid ({name})", raw.get("grid", {}), Mapping)
+    params = dict(typed(f"{where}.params ({name})", raw.get("params", {}), Mapping))
+    grid_raw = typed(f"{where}.grid ({name})", raw.get("grid", {}), Mapping)
     grid: dict[str, tuple[Any, ...]] = {}
     for key, values in grid_raw.items():
         if not isinstance(values, list) or not values:
@@ -508,13 +501,13 @@ def _parse_scorer(i: int, raw: Mapping[str, Any]) -> ScorerSpec:
 
 def _parse_evaluation(raw: Mapping[str, Any]) -> EvaluationSection:
     known = [f.name for f in fields(EvaluationSection)]
-    _no_unknown(raw, known, "key in [evaluation]")
+    reject_unknown(raw, known, "key in [evaluation]")
     kw = dict(raw)
     for key in ("healthy_quantile", "bootstrap_level", "overlap", "min_brain_fraction"):
         if key in kw:
-            kw[key] = float(_typed(f"evaluation.{key}", kw[key], (int, float)))
+            kw[key] = float(typed(f"evaluation.{key}", kw[key], (int, float)))
     if "blend" in kw:
-        _typed("evaluation.blend", kw["blend"], str)
+        typed("evaluation.blend", kw["blend"], str)
     return EvaluationSection(**kw)
 
 
@@ -560,12 +553,11 @@ def validate(cfg: BenchConfig, registries: Any) -> None:
         entry = registries.scorers.get(spec.name)
         for key in spec.grid:
             if key not in entry.params:
-                from brats_ad.registry import _did_you_mean
 
                 allowed = ", ".join(sorted(entry.params)) or "(none)"
                 raise ConfigError(
                     where + f"scorer {spec.name!r} has no parameter {key!r} to put in a grid"
-                    f"{_did_you_mean(key, entry.params)}; allowed: {allowed}"
+                    f"{did_you_mean(key, entry.params)}; allowed: {allowed}"
                 )
         for variant in spec.variants():
             try:

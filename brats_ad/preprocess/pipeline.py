@@ -18,7 +18,7 @@ import numpy as np
 from brats_ad.data.scan import Scan
 from brats_ad.errors import ConfigError, DataError, UnknownComponent
 from brats_ad.preprocess.base import affine_list
-from brats_ad.registry import _did_you_mean
+from brats_ad.config import did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from brats_ad.registry import Registries
@@ -110,7 +110,7 @@ def build_pipeline(
     if isinstance(spec, str):
         if spec not in PIPELINES:
             raise UnknownComponent(
-                f"no pipeline {spec!r}{_did_you_mean(spec, PIPELINES)}. Known: "
+                f"no pipeline {spec!r}{did_you_mean(spec, PIPELINES)}. Known: "
                 f"{', '.join(sorted(PIPELINES))}; or give a list of steps like "
                 "[{name = 'orient'}, {name = 'zscore'}]"
             )

@@ -17,12 +17,12 @@ range. Relative paths are taken relative to the working directory. This module i
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from brats_ad.config import check_int, check_range, did_you_mean, read_toml, reject_unknown, typed
 from brats_ad.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -52,9 +52,9 @@ class AugmentSettings:
 
     def __post_init__(self) -> None:
         for name in ("flip_prob", "affine_prob", "intensity_prob"):
-            _check_range(f"augmentation.{name}", getattr(self, name), 0.0, 1.0)
+            check_range(f"augmentation.{name}", getattr(self, name), 0.0, 1.0)
         for name in ("rotate_deg", "scale", "intensity_scale", "intensity_shift"):
-            _check_range(f"augmentation.{name}", getattr(self, name), 0.0, math.inf)
+            check_range(f"augmentation.{name}", getattr(self, name), 0.0, math.inf)
         if self.scale >= 1.0:
             raise ConfigError(f"augmentation.scale must be < 1 (zoom in [1 - s, 1 + s]), got {self.scale}")
         if any(a not in (0, 1, 2) for a in self.flip_axes):
@@ -90,19 +90,19 @@ class TrainSettings:
     augmentation: AugmentSettings = field(default_factory=AugmentSettings)
 
     def __post_init__(self) -> None:
-        _check_int("train.epochs", self.epochs, 1)
-        _check_int("train.batch_size", self.batch_size, 1)
+        check_int("train.epochs", self.epochs, 1)
+        check_int("train.batch_size", self.batch_size, 1)
         if self.val_batch_size is not None:
-            _check_int("train.val_batch_size", self.val_batch_size, 1)
-        _check_int("train.num_workers", self.num_workers, 0)
-        _check_int("train.seed", self.seed, 0)
+            check_int("train.val_batch_size", self.val_batch_size, 1)
+        check_int("train.num_workers", self.num_workers, 0)
+        check_int("train.seed", self.seed, 0)
         if self.patience is not None:
-            _check_int("train.patience", self.patience, 1)
+            check_int("train.patience", self.patience, 1)
         if self.steps_per_epoch is not None:
-            _check_int("train.steps_per_epoch", self.steps_per_epoch, 1)
-        _check_range("train.min_delta", self.min_delta, 0.0, math.inf)
+            check_int("train.steps_per_epoch", self.steps_per_epoch, 1)
+        check_range("train.min_delta", self.min_delta, 0.0, math.inf)
         if self.prefetch_factor is not None:
-            _check_int("train.prefetch_factor", self.prefetch_factor, 1)
+            check_int("train.prefetch_factor", self.prefetch_factor, 1)
             if self.num_workers == 0:
                 raise ConfigError(
                     f"train.prefetch_factor = {self.prefetch_factor} needs worker processes; "
@@ -112,7 +112,7 @@ class TrainSettings:
         if not isinstance(dev, str) or not (dev in DEVICES or (dev.startswith("cuda:") and dev[5:].isdigit())):
             raise ConfigError(f"train.device must be one of {', '.join(DEVICES)} or 'cuda:N', got {self.device!r}")
         if self.amp not in AMP_MODES:
-            raise ConfigError(f"train.amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}{_hint(self.amp, AMP_MODES)}")
+            raise ConfigError(f"train.amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}{did_you_mean(self.amp, AMP_MODES)}")
 
 
 @dataclass(frozen=True)
@@ -145,14 +145,14 @@ class DataSection:
     def __post_init__(self) -> None:
         if self.dims not in (2, 3) or isinstance(self.dims, bool):
             raise ConfigError(f"data.dims must be 2 (slices) or 3 (patches), got {self.dims!r}")
-        _check_int("data.slice_size", self.slice_size, 8)
-        _check_int("data.patch_size", self.patch_size, 4)
+        check_int("data.slice_size", self.slice_size, 8)
+        check_int("data.patch_size", self.patch_size, 4)
         if self.patch_stride is not None:
-            _check_int("data.patch_stride", self.patch_stride, 1)
-        _check_int("data.margin", self.margin, 0)
-        _check_int("data.split_seed", self.split_seed, 0)
+            check_int("data.patch_stride", self.patch_stride, 1)
+        check_int("data.margin", self.margin, 0)
+        check_int("data.split_seed", self.split_seed, 0)
         if self.min_brain_fraction is not None:
-            _check_range("data.min_brain_fraction", self.min_brain_fraction, 0.0, 1.0)
+            check_range("data.min_brain_fraction", self.min_brain_fraction, 0.0, 1.0)
         if self.unlabelled not in UNLABELLED:
             raise ConfigError(f"data.unlabelled must be one of {', '.join(UNLABELLED)}, got {self.unlabelled!r}")
         for name in ("val", "test"):
@@ -188,24 +188,15 @@ _TABLES = ("data", "model", "train", "output")
 
 
 def load_train_config(path: Path | str) -> TrainConfig:
-    """Read and validate a train TOML file."""
-    import tomllib
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"train config {path} not found; pass an existing TOML file (see benchmarks/configs/)")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"train config {path}: invalid TOML ({exc})") from None
-    return parse_train_config(raw, source=path)
+    """Read and validate a train TOML."""
+    return parse_train_config(read_toml(path, "train config"), source=Path(path))
 
 
 def parse_train_config(raw: Mapping[str, Any], *, source: Path | None = None) -> TrainConfig:
     """Validate a dict (as read from TOML) into a :class:`TrainConfig`."""
     where = f"train config {source}: " if source else "train config: "
     try:
-        _no_unknown(raw, _TABLES, "top-level table")
+        reject_unknown(raw, _TABLES, "top-level table")
         for table in ("model", "output"):
             if table not in raw:
                 raise ConfigError(f"missing [{table}] table" + (" with 'name'" if table == "model" else " with 'dir'"))
@@ -213,7 +204,7 @@ def parse_train_config(raw: Mapping[str, Any], *, source: Path | None = None) ->
         model = _parse_model(_table(raw, "model"))
         train = _parse_train(_table(raw, "train"))
         output = _table(raw, "output")
-        _no_unknown(output, ("dir",), "key in [output]")
+        reject_unknown(output, ("dir",), "key in [output]")
         if not isinstance(output.get("dir"), str) or not output["dir"]:
             raise ConfigError(f"[output] needs dir = \"FOLDER\" (a string), got {output.get('dir')!r}")
     except ConfigError as exc:
@@ -230,13 +221,13 @@ def _table(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
 
 def _parse_data(raw: Mapping[str, Any]) -> DataSection:
     known = [f.name for f in fields(DataSection)]
-    _no_unknown(raw, known, "key in [data]")
+    reject_unknown(raw, known, "key in [data]")
     kw: dict[str, Any] = dict(raw)
     for key in ("data_dir", "cache_dir", "split_file"):
         if key in kw:
-            kw[key] = Path(_typed(f"data.{key}", kw[key], str))
+            kw[key] = Path(typed(f"data.{key}", kw[key], str))
     if "dataset" in kw:
-        _typed("data.dataset", kw["dataset"], str)
+        typed("data.dataset", kw["dataset"], str)
     if "pipeline" in kw:
         pipe = kw["pipeline"]
         if isinstance(pipe, list):
@@ -244,9 +235,9 @@ def _parse_data(raw: Mapping[str, Any]) -> DataSection:
                 raise ConfigError("data.pipeline steps must be tables with a 'name', e.g. [{name = \"orient\"}]")
             kw["pipeline"] = tuple(dict(s) for s in pipe)
         else:
-            _typed("data.pipeline", pipe, str)
+            typed("data.pipeline", pipe, str)
     if "dataset_params" in kw:
-        kw["dataset_params"] = dict(_typed("data.dataset_params", kw["dataset_params"], Mapping))
+        kw["dataset_params"] = dict(typed("data.dataset_params", kw["dataset_params"], Mapping))
     if "modalities" in kw:
         mods = kw["modalities"]
         if isinstance(mods, str):
@@ -258,20 +249,20 @@ def _parse_data(raw: Mapping[str, Any]) -> DataSection:
         kw["modalities"] = tuple(canonical_modality(m) for m in mods)
     for key in ("min_brain_fraction",):
         if key in kw:
-            kw[key] = float(_typed(f"data.{key}", kw[key], (int, float)))
+            kw[key] = float(typed(f"data.{key}", kw[key], (int, float)))
     for key in ("dims", "slice_size", "patch_size", "patch_stride", "margin", "split_seed"):
         if key in kw:
-            _typed(f"data.{key}", kw[key], int)
+            typed(f"data.{key}", kw[key], int)
     for key in ("val", "test"):
         if key in kw:
-            _typed(f"data.{key}", kw[key], (int, float))
+            typed(f"data.{key}", kw[key], (int, float))
     if "unlabelled" in kw:
-        _typed("data.unlabelled", kw["unlabelled"], str)
+        typed("data.unlabelled", kw["unlabelled"], str)
     return DataSection(**kw)
 
 
 def _parse_model(raw: Mapping[str, Any]) -> ModelSection:
-    _no_unknown(raw, ("name", "params"), "key in [model]")
+    reject_unknown(raw, ("name", "params"), "key in [model]")
     name = raw.get("name")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"[model] needs name = \"MODEL\" (see 'brats-ad plugins --kind models'), got {name!r}")
@@ -283,7 +274,7 @@ def _parse_model(raw: Mapping[str, Any]) -> ModelSection:
 
 def _parse_train(raw: Mapping[str, Any]) -> TrainSettings:
     known = [f.name for f in fields(TrainSettings)]
-    _no_unknown(raw, known, "key in [train]")
+    reject_unknown(raw, known, "key in [train]")
     kw: dict[str, Any] = dict(raw)
     types: dict[str, Any] = {
         "epochs": int, "batch_size": int, "val_batch_size": int, "num_workers": int, "seed": int,
@@ -293,23 +284,23 @@ def _parse_train(raw: Mapping[str, Any]) -> TrainSettings:
     }
     for key, typ in types.items():
         if key in kw:
-            _typed(f"train.{key}", kw[key], typ)
+            typed(f"train.{key}", kw[key], typ)
     if kw.get("patience") == 0:  # 0 reads naturally as "off" in a TOML file
         kw["patience"] = None
     if "augmentation" in kw:
-        kw["augmentation"] = _parse_augmentation(_typed("train.augmentation", kw["augmentation"], Mapping))
+        kw["augmentation"] = _parse_augmentation(typed("train.augmentation", kw["augmentation"], Mapping))
     return TrainSettings(**kw)
 
 
 def _parse_augmentation(raw: Mapping[str, Any]) -> AugmentSettings:
     known = [f.name for f in fields(AugmentSettings)]
-    _no_unknown(raw, known, "key in [train.augmentation]")
+    reject_unknown(raw, known, "key in [train.augmentation]")
     kw: dict[str, Any] = dict(raw)
     if "enabled" in kw:
-        _typed("augmentation.enabled", kw["enabled"], bool)
+        typed("augmentation.enabled", kw["enabled"], bool)
     for key in ("flip_prob", "affine_prob", "rotate_deg", "scale", "intensity_prob", "intensity_scale", "intensity_shift"):
         if key in kw:
-            kw[key] = float(_typed(f"augmentation.{key}", kw[key], (int, float)))
+            kw[key] = float(typed(f"augmentation.{key}", kw[key], (int, float)))
     if "flip_axes" in kw:
         axes = kw["flip_axes"]
         if not isinstance(axes, list) or not all(isinstance(a, int) and not isinstance(a, bool) for a in axes):
@@ -321,37 +312,3 @@ def _parse_augmentation(raw: Mapping[str, Any]) -> AugmentSettings:
             raise ConfigError(f"augmentation.contrast_gamma must be [low, high], got {g!r}")
         kw["contrast_gamma"] = (float(g[0]), float(g[1]))
     return AugmentSettings(**kw)
-
-
-# -- helpers ---------------------------------------------------------------------------------------
-def _hint(name: Any, known: Any) -> str:
-    close = difflib.get_close_matches(str(name), list(known), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def _no_unknown(raw: Mapping[str, Any], known: Any, what: str) -> None:
-    known = list(known)
-    for key in raw:
-        if key not in known:
-            raise ConfigError(f"unknown {what} {key!r}{_hint(key, known)}; allowed: {', '.join(known)}")
-
-
-def _typed(name: str, value: Any, typ: Any) -> Any:
-    """``value`` if it has type ``typ`` (bools are not ints here), else a ConfigError."""
-    types = typ if isinstance(typ, tuple) else (typ,)
-    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
-    if not ok:
-        want = " or ".join(getattr(t, "__name__", str(t)) for t in types)
-        raise ConfigError(f"{name} must be {want}, got {value!r} ({type(value).__name__})")
-    return value
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_range(name: str, value: Any, lo: float, hi: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi or math.isnan(value):
-        upper = "" if math.isinf(hi) else f", {hi}]"
-        raise ConfigError(f"{name} must be a number in [{lo}{upper or ', inf)'}, got {value!r}")
