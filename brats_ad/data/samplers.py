@@ -182,21 +182,27 @@ class _SliceBase(Dataset):
         return arr
 
     def _fit(self, t: torch.Tensor, mode: str) -> torch.Tensor:
-        """(C, X, Y) -> (C, size, size): pad to a square (edge values), then resize."""
-        x, y = t.shape[-2:]
-        if x == y == self.size:
-            return t
-        if mode != "bilinear":
-            t = t.float()
-        if x != y:
-            d = abs(x - y)
-            pad = (d // 2, d - d // 2, 0, 0) if x > y else (0, 0, d // 2, d - d // 2)
-            t = F.pad(t[None], pad, mode="replicate")[0] if mode == "bilinear" else F.pad(t, pad)
-        if t.shape[-1] == self.size:
-            return t
-        if mode == "bilinear":
-            return F.interpolate(t[None], size=(self.size, self.size), mode="bilinear", align_corners=False)[0]
-        return F.interpolate(t[None], size=(self.size, self.size), mode="nearest-exact")[0]
+        return fit_slice(t, self.size, mode)
+
+
+def fit_slice(t: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
+    """(C, X, Y) -> (C, size, size): pad to a square (edge values for images, zeros for masks),
+    then resize (bilinear for images, nearest for masks). Training slices, evaluation slices and
+    whole-volume inference all go through this one function, so their grids agree."""
+    x, y = t.shape[-2:]
+    if x == y == size:
+        return t
+    if mode != "bilinear":
+        t = t.float()
+    if x != y:
+        d = abs(x - y)
+        pad = (d // 2, d - d // 2, 0, 0) if x > y else (0, 0, d // 2, d - d // 2)
+        t = F.pad(t[None], pad, mode="replicate")[0] if mode == "bilinear" else F.pad(t, pad)
+    if t.shape[-1] == size:
+        return t
+    if mode == "bilinear":
+        return F.interpolate(t[None], size=(size, size), mode="bilinear", align_corners=False)[0]
+    return F.interpolate(t[None], size=(size, size), mode="nearest-exact")[0]
 
 
 def resized_file(size: int) -> str:

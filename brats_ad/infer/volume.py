@@ -30,14 +30,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from brats_ad.data.samplers import _SliceBase
+from brats_ad.data.samplers import fit_slice
 from brats_ad.errors import ConfigError, DataError, PluginError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -236,10 +235,9 @@ def _max_or_nan(values: np.ndarray) -> float:
 def to_slice_grid(t: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
     """``(C, X, Y) -> (C, size, size)``: the SliceDataset's pad-to-square + resize, reused as is.
 
-    ``mode`` is ``"bilinear"`` (images) or ``"nearest"`` (masks). The sampler keeps that code
-    as a method; a stand-in ``self`` holding ``size`` calls it without building a dataset.
+    ``mode`` is ``"bilinear"`` (images) or ``"nearest"`` (masks).
     """
-    return _SliceBase._fit(SimpleNamespace(size=int(size)), t, mode)  # type: ignore[arg-type]
+    return fit_slice(t, int(size), mode)
 
 
 def from_slice_grid(maps: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:

@@ -223,13 +223,26 @@ class Ganomaly(nn.Module):
 
         values = torch.stack([g.total, g.adv, g.con, g.enc, loss_d]).detach().tolist()  # one sync
         losses = dict(zip(("loss_g", "loss_adv", "loss_con", "loss_enc", "loss_d"), values))
-        if losses["loss_d"] < self.d_reinit_below:
+        if self._discriminator_collapsed(losses["loss_d"], x.device):
             self.reinit_discriminator()
         return losses
+
+    def _discriminator_collapsed(self, loss_d: float, device: torch.device) -> bool:
+        """Whether D's loss collapsed. Under torchrun every rank follows rank 0's decision and,
+        after a re-initialisation, takes rank 0's fresh D weights, so the replicas stay equal."""
+        collapsed = loss_d < self.d_reinit_below
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return collapsed
+        flag = torch.tensor([float(collapsed)], device=device)
+        torch.distributed.broadcast(flag, src=0)
+        return bool(flag.item())
 
     def reinit_discriminator(self) -> None:
         """Fresh DCGAN weights for D (as the reference code does when D's loss collapses)."""
         self.discriminator.apply(dcgan_init)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            for tensor in [*self.discriminator.parameters(), *self.discriminator.buffers()]:
+                torch.distributed.broadcast(tensor.data, src=0)
         self.d_reinit_count += 1
         log.warning("ganomaly: discriminator loss collapsed below %g; re-initialised D (%d so far)",
                     self.d_reinit_below, self.d_reinit_count)
