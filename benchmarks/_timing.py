@@ -13,6 +13,17 @@ from typing import Callable, Mapping, Sequence
 import torch
 
 
+def setup_torch(device: str, threads: int | None = None) -> torch.device:
+    """The benchmark scripts' common start: CPU threads, cuDNN autotuning on CUDA, seed 0."""
+    if threads:
+        torch.set_num_threads(threads)
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(0)
+    return dev
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -24,7 +24,7 @@ import copy
 
 import torch
 
-from _timing import interleaved, machine, median, table
+from _timing import interleaved, machine, median, setup_torch, table
 from brats_ad.models.ganomaly import Ganomaly, GanomalyConfig
 from brats_ad.train.gpu import compile_submodules, to_channels_last
 
@@ -63,12 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    torch.manual_seed(0)
+    device = setup_torch(args.device, args.threads)
     cfg3 = GanomalyConfig(3, in_channels=args.channels, image_size=args.size, latent_size=args.latent, width=args.width)
     base = Ganomaly(cfg3)
     x3 = torch.rand(args.batch, args.channels, *(args.size,) * 3, device=device) * 2 - 1

@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
-import time
 from collections import OrderedDict
 from typing import Callable
 
 import torch
 
+from _timing import interleaved, setup_torch
 from brats_ad.models.ganomaly import Ganomaly, GanomalyConfig
 
 
@@ -29,11 +29,6 @@ def _autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMan
     if not bf16:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _ours(config: GanomalyConfig, device: torch.device, channels_last: bool, bf16: bool):
@@ -108,12 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-anomalib", action="store_true", help="time ours only")
     args = parser.parse_args(argv)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    torch.manual_seed(0)
+    device = setup_torch(args.device, args.threads)
     config = GanomalyConfig(2, in_channels=args.channels, image_size=args.size,
                             latent_size=args.latent, width=args.width)
     ours, ours_step = _ours(config, device, args.channels_last, args.bf16)
@@ -125,15 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     steps = {"brats-ad": ours_step}
     if theirs_step is not None:
         steps["anomalib"] = theirs_step
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for i in range(args.warmup + args.steps):
-        for name, step in steps.items():
-            _sync(device)
-            start = time.perf_counter()
-            step(x)
-            _sync(device)
-            if i >= args.warmup:
-                times[name].append(time.perf_counter() - start)
+    times = interleaved({name: (lambda step=step: step(x)) for name, step in steps.items()}, device,
+                        warmup=args.warmup, repeats=args.steps)
 
     params = sum(p.numel() for p in ours.parameters())
     print(f"GANomaly train step: {args.batch}x{args.channels}x{args.size}^2, width {args.width}, "

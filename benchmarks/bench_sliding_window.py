@@ -20,7 +20,7 @@ import contextlib
 import numpy as np
 import torch
 
-from _timing import interleaved, machine, median, table
+from _timing import interleaved, machine, median, setup_torch, table
 from brats_ad.infer.volume import score_volume
 from brats_ad.models.ganomaly import Ganomaly, GanomalyConfig
 from brats_ad.scorers.latent import Latent
@@ -53,12 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    torch.manual_seed(0)
+    device = setup_torch(args.device, args.threads)
     model = Ganomaly(GanomalyConfig(3, in_channels=args.channels, image_size=args.patch, latent_size=args.latent,
                                     width=args.width)).to(device).eval()
     image, mask = _volume(args.channels, tuple(args.shape))
