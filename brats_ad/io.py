@@ -10,11 +10,12 @@ leave it readable by its owner only).
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 from contextlib import contextmanager
-from pathlib import Path
-from typing import IO, Any, Iterator
+from pathlib import Path, PurePath
+from typing import IO, Any, Iterator, Mapping
 
 
 def _temp_name(path: Path) -> Path:
@@ -68,6 +69,30 @@ def atomic_output(path: Path | str, mode: str = "wb", **open_kwargs: Any) -> Ite
         tmp.unlink(missing_ok=True)
 
 
+def jsonable(value: Any) -> Any:
+    """Plain JSON types for anything the project records (configs, metadata, results, fitted
+    statistics): mappings -> dicts with str keys, tuples -> lists, dataclasses -> dicts, numpy
+    arrays / scalars and torch tensors -> (nested) Python values, paths -> str, NaN / inf -> None
+    (strict JSON has neither), anything else -> its repr."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, PurePath):
+        return str(value)
+    if hasattr(value, "__dataclass_fields__") and not isinstance(value, type):
+        return {f: jsonable(getattr(value, f)) for f in value.__dataclass_fields__}
+    if hasattr(value, "detach"):  # torch tensor
+        value = value.detach().cpu()
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy / torch
+        return jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return repr(value)
+
+
 def write_bytes_atomic(path: Path | str, data: bytes) -> None:
     with atomic_output(path, "wb") as fh:
         fh.write(data)
@@ -78,6 +103,7 @@ def write_text_atomic(path: Path | str, text: str) -> None:
         fh.write(text)
 
 
-def write_json_atomic(path: Path | str, payload: Any, *, indent: int | None = 1) -> None:
-    """Strict JSON (no NaN: a non-finite float is an error, so callers decide how to encode it)."""
-    write_text_atomic(path, json.dumps(payload, indent=indent, sort_keys=True, allow_nan=False) + "\n")
+def write_json_atomic(path: Path | str, payload: Any, *, indent: int | None = 1, sort_keys: bool = True) -> None:
+    """Write ``jsonable(payload)`` as strict JSON (NaN and inf become null) atomically."""
+    text = json.dumps(jsonable(payload), indent=indent, sort_keys=sort_keys, allow_nan=False)
+    write_text_atomic(path, text + "\n")

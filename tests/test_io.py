@@ -42,7 +42,12 @@ def test_atomic_path_keeps_suffixes_for_format_detection(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["map.nii.gz"]
 
 
-def test_strict_json_refuses_nan(tmp_path):
-    with pytest.raises(ValueError):
-        write_json_atomic(tmp_path / "x.json", {"v": float("nan")})
-    assert not (tmp_path / "x.json").exists()
+def test_json_is_strict_nan_and_inf_become_null(tmp_path):
+    """Results rows carry undefined metrics; strict JSON readers must still parse the file."""
+    from pathlib import PurePosixPath
+
+    write_json_atomic(tmp_path / "x.json", {"v": float("nan"), "w": (1, float("inf")), "p": PurePosixPath("a/b"),
+                                            "a": np.arange(2), "s": np.float32(0.5)})
+    text = (tmp_path / "x.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"v": None, "w": [1, None], "p": "a/b", "a": [0, 1], "s": 0.5}

@@ -37,6 +37,7 @@ from typing import Any, Mapping
 
 from brats_ad.errors import BratsAdError, ConfigError
 from brats_ad.config import check_int, did_you_mean, read_toml, reject_unknown, typed
+from brats_ad.io import jsonable
 from brats_ad.train.config import TrainSettings, _parse_train
 
 STRATEGIES = ("tumour-free", "healthy-controls")
@@ -205,23 +206,23 @@ class BenchConfig:
     def protocol_dict(self) -> dict[str, Any]:
         """Everything but paths and the matrix axes: what a cell's numbers depend on."""
         return {
-            "dataset": {"name": self.dataset.name, "params": _plain(self.dataset.params),
-                        "modalities": _plain(self.dataset.modalities), "pipeline": _plain(self.dataset.pipeline)},
-            "split": _plain(self.split.__dict__),
+            "dataset": {"name": self.dataset.name, "params": jsonable(self.dataset.params),
+                        "modalities": jsonable(self.dataset.modalities), "pipeline": jsonable(self.dataset.pipeline)},
+            "split": jsonable(self.split.__dict__),
             "strategy": self.strategy,
             "healthy": None if self.healthy is None else {
-                "dataset": self.healthy.dataset, "params": _plain(self.healthy.params),
-                "pipeline": _plain(self.healthy.pipeline), "val": self.healthy.val, "seed": self.healthy.seed},
-            "evaluation": _plain(self.evaluation.__dict__),
+                "dataset": self.healthy.dataset, "params": jsonable(self.healthy.params),
+                "pipeline": jsonable(self.healthy.pipeline), "val": self.healthy.val, "seed": self.healthy.seed},
+            "evaluation": jsonable(self.evaluation.__dict__),
         }
 
     def config_hash(self) -> str:
         """Short hash of the whole normalised config (paths excluded)."""
-        payload = {**self.protocol_dict(), "training": _plain(self.training),
-                   "samplers": {str(k): _plain(v.__dict__) for k, v in self.samplers.items()},
+        payload = {**self.protocol_dict(), "training": jsonable(self.training),
+                   "samplers": {str(k): jsonable(v.__dict__) for k, v in self.samplers.items()},
                    "dims": list(self.dims), "seeds": list(self.seeds),
-                   "models": [_plain(m.__dict__) for m in self.models],
-                   "scorers": [_plain(s.__dict__) for s in self.scorers]}
+                   "models": [jsonable(m.__dict__) for m in self.models],
+                   "scorers": [jsonable(s.__dict__) for s in self.scorers]}
         return stable_hash(payload)
 
 
@@ -365,7 +366,7 @@ def _parse_dataset(raw: Mapping[str, Any]) -> DatasetSection:
     return DatasetSection(**kw)
 
 
-def _size(name: str, value: Any, allow_fraction: bool = True) -> float | int:
+def _size(name: str, value: Any) -> float | int:
     typed(name, value, (int, float))
     if value < 0 or (isinstance(value, float) and not value.is_integer() and value >= 1):
         raise ConfigError(f"{name} must be a fraction in [0, 1) or a patient count >= 0, got {value!r}")
@@ -596,7 +597,7 @@ def _check_pipeline(spec: Any, registries: Any, where: str) -> None:
 
 
 def _short(params: Mapping[str, Any]) -> str:
-    return json.dumps(_plain(params), sort_keys=True)
+    return json.dumps(jsonable(params), sort_keys=True)
 
 
 def resolved_modalities(cfg: BenchConfig, registries: Any) -> tuple[str, ...]:
@@ -644,22 +645,9 @@ def model_params(cfg: BenchConfig, spec: ModelSpec, entry: Any, dim: int, modali
 
 
 # -- hashing ---------------------------------------------------------------------------------------
-def _plain(value: Any) -> Any:
-    """JSON-ready: tuples -> lists, Paths -> str, mappings -> dicts with str keys."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "__dataclass_fields__"):
-        return {f: _plain(getattr(value, f)) for f in value.__dataclass_fields__}
-    return value
-
-
 def stable_hash(payload: Any, length: int = 16) -> str:
     """sha256 of canonical JSON (sorted keys; 1 and 1.0 alike), ``length`` hex characters."""
-    text = json.dumps(_canonical(_plain(payload)), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    text = json.dumps(_canonical(jsonable(payload)), sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from brats_ad.io import write_text_atomic
+from brats_ad.io import jsonable, write_json_atomic, write_text_atomic
 
 SCHEMA_VERSION = 1
 RESULTS = "results.jsonl"
@@ -40,28 +39,6 @@ METRIC_KEYS = (
     "dice_healthyq_score", "dice_healthyq_std", "oracle_dice_score", "sample_auroc_score",
     "sample_auprc_score", "voxel_auroc_ci", "voxel_auprc_ci",
 )
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON: NaN / inf -> None, tuples -> lists, numpy scalars -> Python, Paths -> str."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if hasattr(value, "__dataclass_fields__"):
-        return {f: jsonable(getattr(value, f)) for f in value.__dataclass_fields__}
-    return value
-
-
-def write_json_atomic(path: Path, payload: Any, *, indent: int | None = 1) -> None:
-    """The file is whole or absent (see :mod:`brats_ad.io`); NaN is refused (rows use null)."""
-    write_text_atomic(path, json.dumps(jsonable(payload), indent=indent, allow_nan=False) + "\n")
 
 
 @contextlib.contextmanager

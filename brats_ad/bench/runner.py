@@ -44,7 +44,8 @@ from brats_ad.bench.config import (
     validate,
 )
 from brats_ad.bench.matrix import Cell, Matrix, Unit, expand
-from brats_ad.bench.results import METRIC_KEYS, SCHEMA_VERSION, ResultsStore, write_json_atomic
+from brats_ad.bench.results import METRIC_KEYS, SCHEMA_VERSION, ResultsStore
+from brats_ad.io import write_json_atomic
 from brats_ad.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -279,8 +279,7 @@ def _gallery(image: np.ndarray, seg: np.ndarray | None, mask: np.ndarray, amap: 
 
 def _write_artifacts(runner: "BenchRunner", cid: str, row: dict[str, Any], curves: dict[str, Any],
                      gallery: dict[str, Any] | None) -> None:
-    from brats_ad.bench.results import write_json_atomic
-    from brats_ad.io import atomic_path
+    from brats_ad.io import atomic_path, write_json_atomic
 
     folder = runner.store.artifact_dir(cid)
     folder.mkdir(parents=True, exist_ok=True)

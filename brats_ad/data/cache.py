@@ -33,7 +33,7 @@ import numpy as np
 from brats_ad import __version__
 from brats_ad.data.scan import Case, Scan
 from brats_ad.errors import DataError
-from brats_ad.io import write_text_atomic
+from brats_ad.io import jsonable
 
 #: Bumped whenever the layout or meta schema changes; older entries are then stale.
 CACHE_FORMAT_VERSION = 1
@@ -132,7 +132,7 @@ def is_cached(
             return False
     if list(fingerprint["images"]) != list(meta.get("modalities") or []):
         return False
-    return meta.get("source") == _jsonable(fingerprint)
+    return meta.get("source") == jsonable(fingerprint)
 
 
 def cache_index(cache_dir: Path | str) -> list[str]:
@@ -314,7 +314,7 @@ def _build_meta(
     }
     if extra:
         meta.update(extra)
-    return _jsonable(meta)
+    return jsonable(meta)
 
 
 def _crop_record(meta: Mapping[str, Any]) -> Any:
@@ -342,28 +342,6 @@ def _replace_dir(tmp: Path, final: Path) -> None:
 
 def _write_json(path: Path, payload: Any) -> None:
     path.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
-
-
-def write_json_atomic(path: Path | str, payload: Any) -> None:
-    """Write JSON (tuples, numpy values and paths made plain) atomically over ``path``."""
-    write_text_atomic(path, json.dumps(_jsonable(payload), indent=1, sort_keys=True) + "\n")
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON types (tuples -> lists, numpy scalars/arrays -> Python, paths -> str)."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return repr(value)
 
 
 # -- reading ---------------------------------------------------------------------------------------

@@ -26,10 +26,10 @@ from brats_ad.data.cache import (
     is_cached,
     source_fingerprint,
     write_cached_case,
-    write_json_atomic,
 )
 from brats_ad.data.scan import Case, canonical_modality
 from brats_ad.errors import ConfigError, DataError
+from brats_ad.io import write_json_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console

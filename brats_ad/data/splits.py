@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from brats_ad.data.cache import write_json_atomic
+from brats_ad.io import write_json_atomic
 from brats_ad.errors import ConfigError, DataError
 
 SPLIT_FORMAT_VERSION = 1

@@ -24,7 +24,7 @@ import numpy as np
 from brats_ad.data.scan import MODALITIES, Case, canonical_modality
 from brats_ad.data.synthetic_anatomy import AFFINE, SHAPE
 from brats_ad.errors import ConfigError, DataError
-from brats_ad.io import write_text_atomic
+from brats_ad.io import write_json_atomic
 
 #: Bump when the same (seed, index) would give different arrays; old folders are then refused.
 GENERATOR_VERSION = 1
@@ -180,7 +180,7 @@ def write_synthetic_dataset(
 
     def save() -> None:
         manifest["cases"] = [rows[k] for k in sorted(rows)]
-        _write_json_atomic(out / MANIFEST, manifest)
+        write_json_atomic(out / MANIFEST, manifest)
 
     if todo or len(rows) != len(manifest["cases"]):  # a complete folder stays read-only
         save()  # the seed is on disk before the first case, so an interrupted run can resume
@@ -285,10 +285,6 @@ def _write_case(out: Path, case: SyntheticCase) -> None:
     if final.exists():  # an incomplete folder, e.g. a file deleted by hand
         shutil.rmtree(final)
     os.replace(tmp, final)
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    write_text_atomic(path, json.dumps(data, indent=1) + "\n")
 
 
 class _progress:

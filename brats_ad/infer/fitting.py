@@ -22,6 +22,7 @@ import numpy as np
 
 from brats_ad import __version__
 from brats_ad.errors import BratsAdError, ConfigError, DataError
+from brats_ad.io import jsonable
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
@@ -107,10 +108,9 @@ def _fit_key(checkpoint: Path, run_cfg: Mapping[str, Any], params: Mapping[str, 
     with open(checkpoint, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
-    from brats_ad.data.cache import _jsonable
 
     return {"checkpoint_sha256": digest.hexdigest(), "split_hash": run_cfg.get("split_hash"),
-            "params": _jsonable(dict(params))}
+            "params": jsonable(dict(params))}
 
 
 def _load_state(scorer: Any, path: Path, key: Mapping[str, Any]) -> bool:
@@ -133,23 +133,10 @@ def _load_state(scorer: Any, path: Path, key: Mapping[str, Any]) -> bool:
 def _save_state(scorer: Any, path: Path, key: Mapping[str, Any], name: str) -> None:
     if not callable(getattr(scorer, "state_dict", None)):
         return  # nothing to save: refitted each run
-    from brats_ad.data.cache import write_json_atomic
+    from brats_ad.io import write_json_atomic
 
     write_json_atomic(path, {"format": SCORER_STATE_FORMAT, "scorer": name, "key": key,
-                             "state": _plain_state(scorer.state_dict()), "brats_ad_version": __version__})
-
-
-def _plain_state(value: Any) -> Any:
-    """Tensors and arrays as (nested) lists, so the statistics are plain JSON."""
-    if hasattr(value, "detach"):
-        return value.detach().cpu().tolist()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Mapping):
-        return {str(k): _plain_state(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain_state(v) for v in value]
-    return value
+                             "state": jsonable(scorer.state_dict()), "brats_ad_version": __version__})
 
 
 def healthy_validation_outputs(

@@ -134,7 +134,7 @@ def predict_case(
     timing["write"] = time.perf_counter() - t
     timing["total"] = time.perf_counter() - t0
 
-    from brats_ad.data.cache import write_json_atomic
+    from brats_ad.io import write_json_atomic
 
     write_json_atomic(out_dir / f"{case.case_id}_predict.json", {
         "case_id": case.case_id,

@@ -168,7 +168,7 @@ def _model_params(cfg: TrainConfig, entry: Any, modalities: tuple[str, ...]) -> 
 def _write_run_config(path: Path, cfg: TrainConfig, cache_dir: Path, split: Any, params: dict[str, Any],
                       n_train: int, n_val: int) -> None:
     """The resolved run (config, cache, split hash, sample counts) beside the checkpoints."""
-    from brats_ad.data.cache import write_json_atomic
+    from brats_ad.io import write_json_atomic
     from brats_ad.train.checkpoint import plain
 
     write_json_atomic(path, {

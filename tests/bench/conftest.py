@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 HERE = Path(__file__).resolve().parent
-CONFIGS = HERE / "configs"
 sys.path.insert(0, str(HERE.parent / "data"))  # _data_factories
 
 

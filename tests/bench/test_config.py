@@ -10,7 +10,8 @@ import pytest
 from brats_ad.bench.config import default_config_path, load_bench_config, parse_bench_config, validate
 from brats_ad.errors import ConfigError, UnknownComponent
 
-from conftest import CONFIGS
+CONFIGS = Path(__file__).resolve().parent / "configs"  # reduced test configs
+
 
 REPO = Path(__file__).resolve().parents[2]
 

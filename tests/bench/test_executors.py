@@ -18,7 +18,8 @@ from brats_ad.bench.executors.local import LocalExecutor, visible_gpus
 from brats_ad.bench.executors.slurm import SlurmExecutor, wait_for_jobs
 from brats_ad.errors import ConfigError, UnknownComponent
 
-from conftest import CONFIGS
+CONFIGS = Path(__file__).resolve().parent / "configs"  # reduced test configs
+
 
 HERE = Path(__file__).resolve().parent
 JOB_REGISTRIES = "_bench_plugins:bench_registries"  # rebuilt inside each job (tests/bench on PYTHONPATH)

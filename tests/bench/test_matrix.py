@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import tomllib
 
 from brats_ad.bench.config import parse_bench_config
 from brats_ad.bench.matrix import expand
 
-from conftest import CONFIGS
+CONFIGS = Path(__file__).resolve().parent / "configs"  # reduced test configs
 
 
 def raw_tiny() -> dict:

@@ -13,7 +13,8 @@ import pytest
 from rich.console import Console
 
 from brats_ad.bench.executors.jobs import save_jobs
-from brats_ad.bench.results import ROW_KEYS, ResultsStore, write_json_atomic
+from brats_ad.bench.results import ROW_KEYS, ResultsStore
+from brats_ad.io import write_json_atomic
 from brats_ad.bench.status import bench_status, print_status, status_from_cli
 from brats_ad.errors import DataError
 

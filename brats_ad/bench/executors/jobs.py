@@ -19,7 +19,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from brats_ad.bench.results import file_lock, write_json_atomic
+from brats_ad.bench.results import file_lock
+from brats_ad.io import write_json_atomic
 
 JOBS = "jobs.json"
 VERSION = 1
