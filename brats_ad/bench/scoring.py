@@ -8,7 +8,6 @@ fails with the message, the unit's other cells go on. ``KeyboardInterrupt`` is n
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -208,30 +207,16 @@ def _sample_level(result: Any, cid: str, seg: np.ndarray | None, mask: np.ndarra
 
 
 def _healthy_outputs(runner: "BenchRunner", unit: Unit, model: Any, device: Any) -> list[Any]:
-    """The model's outputs (CPU) on healthy validation samples, capped, for scorers with ``fit``."""
-    import torch
-    from torch.utils.data import DataLoader
-
+    """The model's outputs on healthy validation samples (capped), for scorers with ``fit``."""
+    from brats_ad.infer.fitting import healthy_outputs
     from brats_ad.train.run import _healthy_dataset
 
     section, cache_dir, split = runner.train_data(unit)
     if not split.val:
         raise DataError("scorer needs healthy validation samples to fit, but the split has no validation case; raise [split] val")
-    dataset = _healthy_dataset(section, cache_dir, split.val)
-    cap = runner.cfg.evaluation.fit_max_samples
-    if len(dataset) > cap:  # an evenly spread, deterministic subset
-        idx = np.linspace(0, len(dataset) - 1, cap).round().astype(int)
-        dataset = torch.utils.data.Subset(dataset, np.unique(idx).tolist())
-    outputs = []
-    batch = runner.cfg.evaluation.batch_size or 32
-    model.eval()
-    with torch.inference_mode():
-        for x in DataLoader(dataset, batch_size=batch, shuffle=False):
-            out = model.infer(x.to(device))
-            outputs.append(dataclasses.replace(out, **{
-                f.name: getattr(out, f.name).cpu() for f in dataclasses.fields(out)
-                if isinstance(getattr(out, f.name), torch.Tensor)
-            }))
+    outputs = healthy_outputs(model, _healthy_dataset(section, cache_dir, split.val), device=device,
+                              batch_size=runner.cfg.evaluation.batch_size,
+                              max_samples=runner.cfg.evaluation.fit_max_samples)
     if not outputs:
         raise DataError("no healthy validation samples to fit the scorer on; lower [sampler] min_brain_fraction or raise [split] val")
     return outputs

@@ -147,9 +147,6 @@ def healthy_validation_outputs(
     The samples are rebuilt exactly as training built them (same sampler, same settings) from
     the cache folder and the split manifest of ``train_config.json``.
     """
-    import torch
-    from torch.utils.data import DataLoader
-
     from brats_ad.data.splits import load_split
     from brats_ad.train.config import _parse_data
     from brats_ad.train.run import _healthy_dataset
@@ -171,20 +168,38 @@ def healthy_validation_outputs(
             f"split manifest {split_file} has hash {split.hash}, the run trained with {run_cfg['split_hash']}; "
             "restore the run's split.json"
         )
-    dataset = _WithBrainMask(_healthy_dataset(data, cache_dir, split.val))
+    outputs = healthy_outputs(model, _healthy_dataset(data, cache_dir, split.val), device=device, batch_size=batch_size)
+    if not outputs:
+        raise DataError(f"no healthy validation samples in {cache_dir} for split {split_file}; check the run")
+    return outputs
+
+
+def healthy_outputs(
+    model: "torch.nn.Module", dataset: Any, *, device: Any, batch_size: int | None, max_samples: int | None = None
+) -> list[Any]:
+    """The model's outputs (on CPU) for a healthy sampler's items, one per batch, with each
+    sample's brain mask attached as :func:`~brats_ad.infer.volume.score_volume` attaches it, so
+    fitted statistics cover the same voxels the scorer later sees. ``max_samples`` keeps an
+    evenly spread, deterministic subset. ``predict`` and ``bench`` both fit scorers through here.
+    """
+    import torch
+    from torch.utils.data import DataLoader, Subset
+
+    items: Any = _WithBrainMask(dataset)
+    if max_samples is not None and len(items) > max_samples:
+        idx = np.linspace(0, len(items) - 1, max_samples).round().astype(int)
+        items = Subset(items, np.unique(idx).tolist())
     outputs = []
     model.eval()
     with torch.inference_mode():
-        for x, mask in DataLoader(dataset, batch_size=batch_size or 32, shuffle=False):
+        for x, mask in DataLoader(items, batch_size=batch_size or 32, shuffle=False):
             out = model.infer(x.to(device))
             if out.brain_mask is None:
-                out.brain_mask = mask  # as score_volume sets it: statistics over the same voxels
+                out.brain_mask = mask
             outputs.append(dataclasses.replace(out, **{
                 f.name: getattr(out, f.name).cpu() for f in dataclasses.fields(out)
                 if hasattr(getattr(out, f.name), "cpu")
             }))
-    if not outputs:
-        raise DataError(f"no healthy validation samples in {cache_dir} for split {split_file}; check the run")
     return outputs
 
 
