@@ -38,7 +38,7 @@ from typing import Any, Mapping
 from brats_ad.errors import BratsAdError, ConfigError
 from brats_ad.config import check_int, did_you_mean, read_toml, reject_unknown, typed
 from brats_ad.io import jsonable
-from brats_ad.train.config import TrainSettings, _parse_train
+from brats_ad.train.config import TrainSettings, parse_train_section
 
 STRATEGIES = ("tumour-free", "healthy-controls")
 BLENDS = ("gaussian", "constant")
@@ -183,7 +183,7 @@ class BenchConfig:
     def train_settings(self, model: ModelSpec, seed: int) -> TrainSettings:
         """[training] updated with the model's own overrides; the matrix seed is the train seed."""
         raw = {**self.training, **model.training, "seed": seed}
-        return _parse_train(raw)
+        return parse_train_section(raw)
 
     def with_overrides(self, *, data: Path | None = None, out: Path | None = None, executor: str | None = None,
                        executor_params: Mapping[str, Any] | None = None) -> "BenchConfig":
@@ -266,7 +266,7 @@ def _parse(raw: Mapping[str, Any], source: Path | None) -> BenchConfig:
     healthy_raw = training.pop("healthy", None)
     if "seed" in training:
         raise ConfigError("training.seed is set by [matrix] seeds; remove it and list seeds = [...] in [matrix]")
-    _parse_train(training)  # unknown keys, types and ranges now
+    parse_train_section(training)  # unknown keys, types and ranges now
     healthy = None
     if strategy == "healthy-controls":
         if healthy_raw is None:
@@ -284,7 +284,7 @@ def _parse(raw: Mapping[str, Any], source: Path | None) -> BenchConfig:
     models = tuple(_parse_model(i, m, dims) for i, m in enumerate(_array(raw, "models")))
     scorers = tuple(_parse_scorer(i, s) for i, s in enumerate(_array(raw, "scorers")))
     for spec in models:
-        _parse_train({**training, **spec.training})  # the merged settings must be valid too
+        parse_train_section({**training, **spec.training})  # the merged settings must be valid too
     evaluation = _parse_evaluation(_table(raw, "evaluation"))
     executor = _parse_executor(_table(raw, "executor"))
     return BenchConfig(name=name, out=out, dataset=dataset, split=split, strategy=strategy,
@@ -622,7 +622,7 @@ def data_section(cfg: BenchConfig, dim: int, cache_dir: Path | None = None, unla
 
     s = cfg.samplers[dim]
     return DataSection(
-        dataset=cfg.dataset.name, cache_dir=cache_dir or cfg.cache_root, modalities=resolved_modalities_or_none(cfg),
+        dataset=cfg.dataset.name, cache_dir=cache_dir or cfg.cache_root, modalities=cfg.dataset.modalities,
         dims=dim, slice_size=cfg.samplers[2].size, patch_size=cfg.samplers[3].size,
         patch_stride=s.stride if dim == 3 else None, min_brain_fraction=s.min_brain_fraction,
         margin=s.margin, unlabelled=unlabelled, split_seed=cfg.split.seed, val=cfg.split.val,
@@ -630,18 +630,14 @@ def data_section(cfg: BenchConfig, dim: int, cache_dir: Path | None = None, unla
     )
 
 
-def resolved_modalities_or_none(cfg: BenchConfig) -> tuple[str, ...] | None:
-    return cfg.dataset.modalities
-
-
 def model_params(cfg: BenchConfig, spec: ModelSpec, entry: Any, dim: int, modalities: tuple[str, ...]) -> dict[str, Any]:
     """The model's full parameters for ``dim``: user params plus what the data decides."""
     from brats_ad.train.config import ModelSection, TrainConfig
-    from brats_ad.train.run import _model_params
+    from brats_ad.train.run import resolve_model_params
 
     train_cfg = TrainConfig(data=data_section(cfg, dim), model=ModelSection(spec.name, dict(spec.params)),
                             train=TrainSettings(), output_dir=cfg.out)
-    return _model_params(train_cfg, entry, tuple(modalities))
+    return resolve_model_params(train_cfg, entry, tuple(modalities))
 
 
 # -- hashing ---------------------------------------------------------------------------------------

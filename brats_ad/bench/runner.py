@@ -313,7 +313,7 @@ class BenchRunner:
         from brats_ad.train.config import ModelSection, TrainConfig
         from brats_ad.train.device import seed_everything, select_device
         from brats_ad.train.loop import fit
-        from brats_ad.train.run import _healthy_dataset, _write_run_config
+        from brats_ad.train.run import healthy_dataset, write_run_config
 
         folder = self.unit_dir(unit)
         marker = folder / UNIT_MARKER
@@ -324,13 +324,13 @@ class BenchRunner:
                 return info
         settings = self.cfg.train_settings(unit.spec, unit.seed)
         section, cache_dir, split = self.train_data(unit)
-        train_ds = _healthy_dataset(section, cache_dir, split.train)
-        val_ds = _healthy_dataset(section, cache_dir, split.val) if split.val else None
+        train_ds = healthy_dataset(section, cache_dir, split.train)
+        val_ds = healthy_dataset(section, cache_dir, split.val) if split.val else None
         entry = self.registries.models.get(unit.model)
         train_cfg = TrainConfig(data=section, model=ModelSection(unit.model, dict(unit.spec.params)),
                                 train=settings, output_dir=folder, source=self.cfg.source)
         folder.mkdir(parents=True, exist_ok=True)
-        _write_run_config(folder / "train_config.json", train_cfg, cache_dir, split, dict(unit.model_params),
+        write_run_config(folder / "train_config.json", train_cfg, cache_dir, split, dict(unit.model_params),
                           len(train_ds), len(val_ds) if val_ds is not None else 0)
         seed_everything(settings.seed)
         model = entry.load()(**unit.model_params)

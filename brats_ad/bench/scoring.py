@@ -209,12 +209,12 @@ def _sample_level(result: Any, cid: str, seg: np.ndarray | None, mask: np.ndarra
 def _healthy_outputs(runner: "BenchRunner", unit: Unit, model: Any, device: Any) -> list[Any]:
     """The model's outputs on healthy validation samples (capped), for scorers with ``fit``."""
     from brats_ad.infer.fitting import healthy_outputs
-    from brats_ad.train.run import _healthy_dataset
+    from brats_ad.train.run import healthy_dataset
 
     section, cache_dir, split = runner.train_data(unit)
     if not split.val:
         raise DataError("scorer needs healthy validation samples to fit, but the split has no validation case; raise [split] val")
-    outputs = healthy_outputs(model, _healthy_dataset(section, cache_dir, split.val), device=device,
+    outputs = healthy_outputs(model, healthy_dataset(section, cache_dir, split.val), device=device,
                               batch_size=runner.cfg.evaluation.batch_size,
                               max_samples=runner.cfg.evaluation.fit_max_samples)
     if not outputs:

@@ -148,10 +148,10 @@ def healthy_validation_outputs(
     the cache folder and the split manifest of ``train_config.json``.
     """
     from brats_ad.data.splits import load_split
-    from brats_ad.train.config import _parse_data
-    from brats_ad.train.run import _healthy_dataset
+    from brats_ad.train.config import parse_data_section
+    from brats_ad.train.run import healthy_dataset
 
-    data = _parse_data({k: v for k, v in (run_cfg.get("data") or {}).items() if v is not None})
+    data = parse_data_section({k: v for k, v in (run_cfg.get("data") or {}).items() if v is not None})
     cache_dir = Path(run_cfg.get("cache_dir") or data.cache_dir)
     if not cache_dir.is_dir():
         raise DataError(
@@ -168,7 +168,7 @@ def healthy_validation_outputs(
             f"split manifest {split_file} has hash {split.hash}, the run trained with {run_cfg['split_hash']}; "
             "restore the run's split.json"
         )
-    outputs = healthy_outputs(model, _healthy_dataset(data, cache_dir, split.val), device=device, batch_size=batch_size)
+    outputs = healthy_outputs(model, healthy_dataset(data, cache_dir, split.val), device=device, batch_size=batch_size)
     if not outputs:
         raise DataError(f"no healthy validation samples in {cache_dir} for split {split_file}; check the run")
     return outputs

@@ -200,9 +200,9 @@ def parse_train_config(raw: Mapping[str, Any], *, source: Path | None = None) ->
         for table in ("model", "output"):
             if table not in raw:
                 raise ConfigError(f"missing [{table}] table" + (" with 'name'" if table == "model" else " with 'dir'"))
-        data = _parse_data(_table(raw, "data"))
+        data = parse_data_section(_table(raw, "data"))
         model = _parse_model(_table(raw, "model"))
-        train = _parse_train(_table(raw, "train"))
+        train = parse_train_section(_table(raw, "train"))
         output = _table(raw, "output")
         reject_unknown(output, ("dir",), "key in [output]")
         if not isinstance(output.get("dir"), str) or not output["dir"]:
@@ -219,7 +219,7 @@ def _table(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     return value
 
 
-def _parse_data(raw: Mapping[str, Any]) -> DataSection:
+def parse_data_section(raw: Mapping[str, Any]) -> DataSection:
     known = [f.name for f in fields(DataSection)]
     reject_unknown(raw, known, "key in [data]")
     kw: dict[str, Any] = dict(raw)
@@ -272,7 +272,7 @@ def _parse_model(raw: Mapping[str, Any]) -> ModelSection:
     return ModelSection(name=name, params=dict(params))
 
 
-def _parse_train(raw: Mapping[str, Any]) -> TrainSettings:
+def parse_train_section(raw: Mapping[str, Any]) -> TrainSettings:
     known = [f.name for f in fields(TrainSettings)]
     reject_unknown(raw, known, "key in [train]")
     kw: dict[str, Any] = dict(raw)

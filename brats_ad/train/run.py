@@ -61,14 +61,14 @@ def _train(cfg: TrainConfig, entry: Any, registries: Any, dist: "DistContext", *
     with dist.main_first():  # one process prepares and splits; the others find it done
         cache_dir = _cache_dir(cfg, registries, progress=progress, console=console)
         split = _split(cfg, cache_dir)
-    train_ds = _healthy_dataset(cfg.data, cache_dir, split.train)
-    val_ds = _healthy_dataset(cfg.data, cache_dir, split.val)
+    train_ds = healthy_dataset(cfg.data, cache_dir, split.train)
+    val_ds = healthy_dataset(cfg.data, cache_dir, split.val)
     if len(val_ds) == 0:
         raise DataError(
             f"no healthy validation samples in the {len(split.val)} validation case(s) of {cache_dir}; "
             "raise data.val or lower data.min_brain_fraction"
         )
-    params = _model_params(cfg, entry, tuple(train_ds.modalities))
+    params = resolve_model_params(cfg, entry, tuple(train_ds.modalities))
 
     from brats_ad.train.device import seed_everything
     from brats_ad.train.loop import fit
@@ -78,7 +78,7 @@ def _train(cfg: TrainConfig, entry: Any, registries: Any, dist: "DistContext", *
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if dist.is_main:
-        _write_run_config(out / "train_config.json", cfg, cache_dir, split, params, len(train_ds), len(val_ds))
+        write_run_config(out / "train_config.json", cfg, cache_dir, split, params, len(train_ds), len(val_ds))
     result = fit(model, train_ds, val_ds, out, name=entry.name, settings=cfg.train,
                  progress=progress, resume=resume, console=console)
     return result.checkpoint
@@ -129,7 +129,7 @@ def _split(cfg: TrainConfig, cache_dir: Path) -> Any:
                                 test=cfg.data.test, strata=strata_from_cache(cache_dir, ids))
 
 
-def _healthy_dataset(data: DataSection, cache_dir: Path, case_ids: Any) -> Any:
+def healthy_dataset(data: DataSection, cache_dir: Path, case_ids: Any) -> Any:
     """Healthy-only slices (dims 2) or patches (dims 3) of ``case_ids``: image tensors, no labels."""
     from brats_ad.data.cache import open_cache
     from brats_ad.data.samplers import PatchDataset, SliceDataset
@@ -145,7 +145,7 @@ def _healthy_dataset(data: DataSection, cache_dir: Path, case_ids: Any) -> Any:
     return PatchDataset(cases, size=data.patch_size, stride=data.patch_stride, seed=data.split_seed, **common)
 
 
-def _model_params(cfg: TrainConfig, entry: Any, modalities: tuple[str, ...]) -> dict[str, Any]:
+def resolve_model_params(cfg: TrainConfig, entry: Any, modalities: tuple[str, ...]) -> dict[str, Any]:
     """User params plus what the data decides (spatial_dims, in_channels, modalities, image size)."""
     size = cfg.data.slice_size if cfg.data.dims == 2 else cfg.data.patch_size
     derived: dict[str, Any] = {"spatial_dims": cfg.data.dims, "in_channels": len(modalities),
@@ -165,7 +165,7 @@ def _model_params(cfg: TrainConfig, entry: Any, modalities: tuple[str, ...]) -> 
     return entry.resolve_params(params)
 
 
-def _write_run_config(path: Path, cfg: TrainConfig, cache_dir: Path, split: Any, params: dict[str, Any],
+def write_run_config(path: Path, cfg: TrainConfig, cache_dir: Path, split: Any, params: dict[str, Any],
                       n_train: int, n_val: int) -> None:
     """The resolved run (config, cache, split hash, sample counts) beside the checkpoints."""
     from brats_ad.io import write_json_atomic
