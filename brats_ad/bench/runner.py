@@ -47,6 +47,7 @@ from brats_ad.bench.matrix import Cell, Matrix, Unit, expand
 from brats_ad.bench.results import METRIC_KEYS, SCHEMA_VERSION, ResultsStore
 from brats_ad.io import write_json_atomic
 from brats_ad.errors import DataError
+from brats_ad.progress import progress_bar
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
@@ -176,7 +177,7 @@ class BenchRunner:
     def run_units(self, work: list[tuple[Unit, list[Cell]]]) -> int:
         """The in-process loop: each unit in turn, with a progress bar; returns failed cells."""
         failed = 0
-        bar = _progress(self.progress, self.console)
+        bar = progress_bar(enabled=self.progress, console=self.console, field="info")
         with bar:
             task = bar.add_task("matrix", total=sum(len(cells) for _, cells in work), info="")
             for unit, cells in work:
@@ -473,13 +474,6 @@ def _size(path: Any) -> int | None:
         return os.stat(path).st_size
     except OSError:
         return None
-
-
-def _progress(enabled: bool, console: "Console"):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("{task.fields[info]}"), console=console, disable=not enabled, transient=False)
 
 
 __all__ = ["BenchRunner", "run_bench", "dataset_fingerprint", "git_revision"]

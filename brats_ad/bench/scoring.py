@@ -16,6 +16,7 @@ import numpy as np
 from brats_ad.bench.evaluate import CellEvaluator
 from brats_ad.bench.matrix import Cell, Unit
 from brats_ad.errors import DataError
+from brats_ad.progress import progress_bar
 
 if TYPE_CHECKING:  # pragma: no cover
     from brats_ad.bench.runner import BenchRunner
@@ -95,7 +96,7 @@ def score_unit(runner: "BenchRunner", unit: Unit, cells: list[Cell], train: dict
     gallery = _gallery_plan(runner)
     galleries: dict[str, dict[str, Any]] = {}
     size = cfg.samplers[unit.dims].size
-    bar = runner_progress(runner)
+    bar = progress_bar(enabled=runner.progress, console=runner.console, transient=True)
     if scorers:
         with bar:
             task = bar.add_task(f"scoring {unit.label}", total=len(volumes))
@@ -152,13 +153,6 @@ def score_unit(runner: "BenchRunner", unit: Unit, cells: list[Cell], train: dict
         runner.store.write(row)
         out.append(row)
     return out
-
-
-def runner_progress(runner: "BenchRunner") -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=runner.console, disable=not runner.progress, transient=True)
 
 
 def _volumes(runner: "BenchRunner") -> list[tuple[str, Any, str, bool]]:

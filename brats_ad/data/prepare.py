@@ -30,6 +30,7 @@ from brats_ad.data.cache import (
 from brats_ad.data.scan import Case, canonical_modality
 from brats_ad.errors import ConfigError, DataError
 from brats_ad.io import write_json_atomic
+from brats_ad.progress import progress_bar
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
@@ -101,7 +102,7 @@ def prepare_dataset(
         else:
             todo.append((case, fingerprint))
 
-    bar = _progress(progress, console)
+    bar = progress_bar(enabled=progress, console=console, eta=True)
     try:
         with bar:
             task = bar.add_task(f"prepare -> {cache_dir.name}", total=len(todo))
@@ -223,15 +224,6 @@ def _run_pool(todo, pipeline, config, cache_dir, mods, workers, skip_bad, failed
 
 
 # -- output ----------------------------------------------------------------------------------------
-def _progress(enabled: bool, console: "Console | None"):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=console, disable=not enabled, transient=False,
-    )
-
-
 def print_summary(summary: PrepareSummary, console: "Console | None" = None) -> None:
     """A rich table: prepared, skipped (already cached), failed, and each failure's message."""
     from rich.console import Console

@@ -298,14 +298,11 @@ class _progress:
     def __enter__(self) -> Any:
         if not self.enabled:
             return lambda: None
-        from rich import progress as rp
+        from brats_ad.progress import progress_bar
 
-        self._bar = rp.Progress(
-            rp.TextColumn("[bold]synthesising cases"), rp.BarColumn(), rp.MofNCompleteColumn(),
-            rp.TimeRemainingColumn(),
-        )
+        self._bar = progress_bar(eta=True)
         self._bar.__enter__()
-        task = self._bar.add_task("synthetic", total=self.total)
+        task = self._bar.add_task("synthesising cases", total=self.total)
         return lambda: self._bar.advance(task)
 
     def __exit__(self, *exc: object) -> None:

@@ -51,6 +51,7 @@ from brats_ad.train.device import (
 )
 from brats_ad.train.gpu import compile_submodules, to_channels_last
 from brats_ad.train.history import History, write_state
+from brats_ad.progress import progress_bar
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
@@ -178,7 +179,7 @@ def _fit(model, train_data, val_data, out: Path, *, name: str, settings: TrainSe
     elif start > s.epochs:
         status = "already_done"
     epoch = start - 1
-    bar = _progress(progress and main, console)
+    bar = progress_bar(enabled=progress and main, console=console, field="losses")
     with bar:
         for epoch in range(start, s.epochs + 1) if status == "finished" else ():
             if main:
@@ -401,12 +402,3 @@ def _fit_training_free(model, train_data, name, out, s, device, history, dist: D
     dist.barrier()
     return TrainResult(checkpoint=path, last=path, best=None, epochs=0, status="no_training",
                        best_val=None, best_epoch=None)
-
-
-def _progress(enabled: bool, console: "Console | None"):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.fields[losses]}"), console=console, disable=not enabled, transient=False,
-    )

@@ -72,7 +72,8 @@ def _run_in_workers(runner: "BenchRunner", work: list[tuple["Unit", list["Cell"]
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    from brats_ad.bench.runner import _progress, one_line
+    from brats_ad.bench.runner import one_line
+    from brats_ad.progress import progress_bar
 
     ctx = multiprocessing.get_context("spawn")
     spec = registries_spec(runner.registries_factory)
@@ -83,7 +84,7 @@ def _run_in_workers(runner: "BenchRunner", work: list[tuple["Unit", list["Cell"]
     free = list(range(len(pools)))
     running: dict[Any, tuple[int, Any, list[Any]]] = {}
     failed = 0
-    bar = _progress(runner.progress, runner.console)
+    bar = progress_bar(enabled=runner.progress, console=runner.console, field="info")
     try:
         with bar:
             task = bar.add_task("matrix", total=sum(len(c) for _, c in work), info="")
