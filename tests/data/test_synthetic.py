@@ -22,7 +22,7 @@ from brats_ad.data.synthetic import (
 )
 from brats_ad.errors import ConfigError, DataError
 
-nib = pytest.importorskip("nibabel")
+import nibabel as nib
 
 AFFINE_2021 = np.array([[-1, 0, 0, 0], [0, -1, 0, 239], [0, 0, 1, 0], [0, 0, 0, 1]], float)
 FILES = ("t1", "t1ce", "t2", "flair", "seg")
@@ -204,7 +204,7 @@ def test_dataset_plugin_lists_cases(written: Path) -> None:
 
 
 def test_brats_discovery_reads_the_folder(written: Path) -> None:
-    brats = pytest.importorskip("brats_ad.data.brats")
+    from brats_ad.data import brats
     dataset = brats.BratsDataset(written, modalities=("t1", "t1ce", "t2", "flair"), require_seg=True)
     found = dataset.cases()
     assert [c.case_id for c in found] == [case_id(i) for i in range(3)]

@@ -15,7 +15,7 @@ ATLAS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "brats_
 @pytest.fixture(scope="module")
 def two_contrasts():
     """A 2 mm real head as 't1' and an inverted-contrast copy as 't2', moved by 7 deg / 7 mm."""
-    nib = pytest.importorskip("nibabel")
+    import nibabel as nib
     import SimpleITK as sitk
 
     from brats_ad.preprocess import _sitk
