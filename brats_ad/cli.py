@@ -171,20 +171,23 @@ def _cmd_bench(args: argparse.Namespace) -> int:
              "timeout_min": args.time, "mem_gb": args.mem, "workers": workers,
              "wait": True if args.wait else None}
     config = Path(args.config) if args.config else None
+    data = Path(args.data) if args.data else None
     code = run_bench(
         config,
-        data=Path(args.data) if args.data else None,
+        data=data,
         out=Path(args.out) if args.out else None,
+        dataset=args.dataset,
         dry_run=args.dry_run, progress=not args.quiet, console=console,
         executor=args.executor,
         executor_params={k: v for k, v in flags.items() if v is not None},
     )
     if args.dry_run or args.no_leaderboard:
         return code
-    from brats_ad.bench.config import load_bench_config
+    from brats_ad.bench.runner import resolve_bench_config
     from brats_ad.bench.status import bench_status
 
-    out_dir = Path(args.out) if args.out else Path(load_bench_config(config).out)
+    out_dir = resolve_bench_config(config, data=data, out=Path(args.out) if args.out else None,
+                                   dataset=args.dataset).out
     if not bench_status(out_dir, refresh=False).finished:  # SLURM jobs still queued or running
         console.print(f"leaderboard once the jobs finish: brats-ad leaderboard {out_dir}")
         return code
@@ -254,7 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="run the model x scorer x 2D/3D matrix (default: the embedded synthetic benchmark)")
     p.add_argument("--config", default=None, help="bench TOML (default: the packaged default.toml)")
-    p.add_argument("--data", default=None, help="dataset folder (overrides [dataset] root)")
+    p.add_argument("--data", default=None,
+                   help="dataset folder (overrides [dataset] root); real BraTS cases under the default config "
+                        "are read with the 'brats' plugin into runs/bench/default-<folder>")
+    p.add_argument("--dataset", default=None,
+                   help="dataset plugin (overrides [dataset] name, drops its params; see 'brats-ad plugins')")
     p.add_argument("--out", default=None, help="output folder (overrides [bench] out); rerun to resume")
     p.add_argument("--dry-run", action="store_true", help="print the expanded matrix and a cost estimate")
     p.add_argument("--no-leaderboard", action="store_true", help="do not write leaderboards/<out name>.md at the end")
@@ -299,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BratsAdError as exc:
         from rich.markup import escape
 
-        _console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}")
+        _console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)  # one line, never wrapped
         return 2
     except KeyboardInterrupt:
         _console(stderr=True).print("[yellow]interrupted[/]: finished work is kept; rerun to resume")

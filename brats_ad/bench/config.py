@@ -186,14 +186,18 @@ class BenchConfig:
         return parse_train_section(raw)
 
     def with_overrides(self, *, data: Path | None = None, out: Path | None = None, executor: str | None = None,
-                       executor_params: Mapping[str, Any] | None = None) -> "BenchConfig":
-        """The CLI's ``--data``, ``--out``, ``--executor`` and executor flags (``--partition`` ...).
+                       executor_params: Mapping[str, Any] | None = None,
+                       dataset: str | None = None) -> "BenchConfig":
+        """The CLI's ``--data``, ``--dataset``, ``--out``, ``--executor`` and executor flags.
 
-        Naming another executor than the config's drops the config's executor parameters.
+        Naming another dataset plugin drops ``[dataset] params`` (they belong to the old one);
+        naming another executor than the config's drops the config's executor parameters.
         """
         cfg = self
         if data is not None:
             cfg = replace(cfg, dataset=replace(cfg.dataset, root=Path(data)))
+        if dataset is not None and dataset != cfg.dataset.name:
+            cfg = replace(cfg, dataset=replace(cfg.dataset, name=dataset, params={}))
         if out is not None:
             cfg = replace(cfg, out=Path(out))
         if executor is not None or executor_params:

@@ -67,11 +67,13 @@ def run_bench(
     executor: str | None = None,
     executor_params: Mapping[str, Any] | None = None,
     registries_factory: Callable[[], Any] | str | None = None,
+    dataset: str | None = None,
 ) -> int:
     """Run (or with ``dry_run`` only show) the benchmark a TOML config describes.
 
-    ``config_path`` None runs the packaged ``default.toml``; ``data`` / ``out`` override
-    ``[dataset] root`` and ``[bench] out``. Returns 0 when every cell is done, 1 when some
+    ``config_path`` None runs the packaged ``default.toml``; ``data`` / ``dataset`` / ``out``
+    override ``[dataset] root`` / ``name`` and ``[bench] out`` (see :func:`resolve_bench_config`
+    for what ``--data`` alone does to the synthetic default). Returns 0 when every cell is done, 1 when some
     cells failed (they are recorded in results.jsonl). Config and data errors raise
     :class:`~brats_ad.errors.BratsAdError` before any cell runs.
 
@@ -84,8 +86,8 @@ def run_bench(
     from rich.console import Console
 
     console = console or Console(stderr=True, highlight=False)
-    cfg = load_bench_config(config_path).with_overrides(data=data, out=out, executor=executor,
-                                                        executor_params=executor_params)
+    cfg = resolve_bench_config(config_path, data=data, out=out, dataset=dataset, executor=executor,
+                               executor_params=executor_params, console=console)
     if registries is None:
         from brats_ad.plugins import get_registries
 
@@ -105,6 +107,52 @@ def run_bench(
         runner_executor.check()
     return BenchRunner(cfg, registries, console=console, progress=progress, executor=runner_executor,
                        registries_factory=registries_factory).run(matrix)
+
+
+def resolve_bench_config(
+    config_path: Path | None = None,
+    *,
+    data: Path | None = None,
+    out: Path | None = None,
+    dataset: str | None = None,
+    executor: str | None = None,
+    executor_params: Mapping[str, Any] | None = None,
+    console: "Console | None" = None,
+) -> BenchConfig:
+    """The config a ``brats-ad bench`` invocation runs: the TOML plus the CLI's overrides.
+
+    ``brats-ad bench --data ~/BraTS2021_Training_Data`` is the first thing a user with real data
+    types. The default config's dataset is ``synthetic``, which would refuse a folder it did not
+    generate; so when ``--data`` points at existing case folders without a synthetic manifest and
+    no ``--dataset`` is given, the cases are read with the ``brats`` plugin instead, and (without
+    ``--out``) the results go to ``runs/bench/<name>-<folder>`` so neither the synthetic results
+    nor ``leaderboards/<name>.md`` are overwritten. A note on ``console`` says so.
+    """
+    cfg = load_bench_config(config_path)
+    if data is not None and dataset is None and cfg.dataset.name == "synthetic" and _holds_real_cases(Path(data)):
+        dataset = "brats"
+        if out is None:
+            out = Path("runs/bench") / f"{cfg.name}-{_slug(Path(data).resolve().name)}"
+        if console is not None:
+            console.print(f"[yellow]note[/] {data} holds case folders that 'brats-ad synth' did not write: "
+                          f"reading them with the 'brats' dataset plugin into {out} "
+                          "(pass --dataset NAME to choose another plugin)")
+    return cfg.with_overrides(data=data, out=out, dataset=dataset, executor=executor,
+                              executor_params=executor_params)
+
+
+def _holds_real_cases(root: Path) -> bool:
+    from brats_ad.data.synthetic import MANIFEST
+
+    if not root.is_dir() or (root / MANIFEST).is_file():
+        return False
+    return any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir())
+
+
+def _slug(name: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "data"
 
 
 def print_dropped(matrix: Matrix, console: "Console") -> None:

@@ -214,7 +214,7 @@ def write_cached_case(
     if max(-lo, hi) > _FLOAT16_MAX:
         raise DataError(
             f"case {scan.case_id}: preprocessed intensities reach {max(-lo, hi):.4g}, beyond float16 "
-            f"(+-{_FLOAT16_MAX:g}) the cache stores; add an intensity step (percentile-scale, zscore)"
+            f"(+-{_FLOAT16_MAX:g}) the cache stores; add an intensity step (median-scale, zscore)"
         )
     spatial = image.shape[1:]
     mask = _mask_or_default(scan, spatial)

@@ -231,7 +231,8 @@ def _read_manifest(out: Path, seed: int, healthy_fraction: float) -> dict[str, A
         if stray:
             raise DataError(
                 f"{out}: holds case folders ({stray[0]}, ...) but no {MANIFEST}, so they cannot be "
-                "checked against this seed; pass an empty or new --out folder"
+                "checked against this seed; to generate data pass an empty or new folder, to read these "
+                "cases as real BraTS use the 'brats' dataset (brats-ad bench --dataset brats)"
             )
         return fresh
     try:

@@ -5,8 +5,10 @@ brain MRI", BrainLes/MICCAI, doi:10.1007/978-3-031-08999-2_5) showed that thresh
 normalised FLAIR intensity beats most autoencoders on BraTS, because tumours are hyperintense
 in FLAIR. Any benchmark that omits it overstates what the learned models add.
 
-No training: the data pipeline already normalised each scan (``percentile-scale``: brain
-percentiles to [-1, 1], background -1), so the map is the chosen channel unchanged. Voxel
+No training: the data pipeline already normalised each scan (default ``median-scale``: each
+channel relative to its brain median, background -1), so the map is the chosen channel
+unchanged. One threshold serves every volume only if that normalisation does not depend on the
+tumour; see :mod:`brats_ad.preprocess.intensity` for why the default is the median. Voxel
 AUROC/AUPRC and thresholded Dice depend only on the order of values, so no further rescaling
 is needed.
 

@@ -16,7 +16,7 @@ class CropPad:
 
     The window is cut from the input grid; where it leaves the grid it is padded with
     ``pad_value``: ``"background"`` (per channel, the smallest value outside the brain: -1 after
-    percentile-scale, 0 for raw BraTS), ``"min"`` (per-channel minimum) or a number. Masks and
+    median-scale, 0 for raw BraTS), ``"min"`` (per-channel minimum) or a number. Masks and
     labels are padded with 0. ``shape=None`` crops to the box (+ margin) only, so shapes vary.
 
     ``meta["steps"][-1]`` records ``start`` (the input index of output voxel 0, negative where
@@ -104,7 +104,7 @@ def _min_outside(channel: np.ndarray, mask: np.ndarray, probe: tuple) -> float:
     """The smallest value of ``channel`` outside ``mask``; ``probe`` is a voxel outside it.
 
     Usually the channel's minimum is the background (0 in raw BraTS, -1 after
-    percentile-scale): when the probe voxel holds it, that is the answer, for one ``min`` pass.
+    median-scale): when the probe voxel holds it, that is the answer, for one ``min`` pass.
     Otherwise ``np.min(where=~mask)``, ~20x slower.
     """
     low = channel.min()

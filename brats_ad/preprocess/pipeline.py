@@ -33,7 +33,7 @@ PIPELINES: Mapping[str, tuple[Mapping[str, Any], ...]] = {
     "brats": (
         {"name": "orient"},
         {"name": "resample"},
-        {"name": "percentile-scale"},
+        {"name": "median-scale"},
         {"name": "crop-pad", "shape": (192, 192, 160)},
     ),
     "healthy": (
@@ -41,7 +41,7 @@ PIPELINES: Mapping[str, tuple[Mapping[str, Any], ...]] = {
         {"name": "resample"},
         {"name": "coregister"},
         {"name": "skullstrip", "space": "template"},
-        {"name": "percentile-scale"},
+        {"name": "median-scale"},
         {"name": "crop-pad", "shape": (192, 192, 160)},
     ),
 }

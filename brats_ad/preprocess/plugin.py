@@ -39,6 +39,12 @@ def brats_ad_register_preprocessors(registry: Registry) -> None:
         params={"background": 0.0},
     )
     registry.add(
+        "median-scale", f"{_P}.intensity:MedianScale",
+        help="per channel 2x/(scale*brain median) - 1: background -1, median -0.5, no clipping; "
+        "tumour-independent, so pooled thresholds work (default)",
+        params={"scale": 4.0, "background": -1.0},
+    )
+    registry.add(
         "percentile-scale", f"{_P}.intensity:PercentileScale",
         help="clip to brain percentiles and scale to [-1, 1]; background -1",
         params={"lower": 0.5, "upper": 99.5, "background": -1.0},

@@ -137,3 +137,41 @@ def test_overrides_and_hash_ignores_paths():
     raw = raw_tiny()
     raw["training"]["epochs"] = 2
     assert parse_bench_config(raw).config_hash() != cfg.config_hash()
+
+
+def _case_folder(root: Path, name: str = "BraTS2021_00000") -> Path:
+    (root / name).mkdir(parents=True)
+    return root
+
+
+def test_data_alone_reads_real_cases_with_brats_into_their_own_out(tmp_path):
+    """`brats-ad bench --data ~/BraTS2021_Training_Data` must not feed real cases to 'synthetic'."""
+    import io
+
+    from rich.console import Console
+
+    from brats_ad.bench.runner import resolve_bench_config
+
+    data = _case_folder(tmp_path / "BraTS2021 Training")
+    buf = io.StringIO()
+    cfg = resolve_bench_config(None, data=data, console=Console(file=buf, width=300))
+    assert cfg.dataset.name == "brats" and cfg.dataset.root == data and dict(cfg.dataset.params) == {}
+    assert cfg.out == Path("runs/bench/default-BraTS2021-Training")  # not the synthetic run's folder
+    assert cfg.dataset.pipeline == load_bench_config().dataset.pipeline  # the rest of the config is kept
+    assert "reading them with the 'brats' dataset plugin" in buf.getvalue()
+    assert resolve_bench_config(None, data=data, out=tmp_path / "o").out == tmp_path / "o"
+
+
+def test_data_with_a_synthetic_manifest_or_an_explicit_dataset_is_left_alone(tmp_path):
+    from brats_ad.bench.runner import resolve_bench_config
+
+    generated = _case_folder(tmp_path / "gen")
+    (generated / "synthetic.json").write_text("{}")
+    cfg = resolve_bench_config(None, data=generated)
+    assert cfg.dataset.name == "synthetic" and cfg.out == load_bench_config().out
+    assert dict(cfg.dataset.params) == dict(load_bench_config().dataset.params)
+    empty = tmp_path / "new"  # not there yet: synthetic generates into it
+    assert resolve_bench_config(None, data=empty).dataset.name == "synthetic"
+    real = _case_folder(tmp_path / "real")
+    cfg = resolve_bench_config(None, data=real, dataset="healthy")
+    assert cfg.dataset.name == "healthy" and dict(cfg.dataset.params) == {}

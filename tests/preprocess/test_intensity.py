@@ -5,7 +5,7 @@ import pytest
 
 from brats_ad.data.scan import Scan
 from brats_ad.errors import ConfigError
-from brats_ad.preprocess.intensity import PercentileScale, ZScore
+from brats_ad.preprocess.intensity import MedianScale, PercentileScale, ZScore
 
 
 @pytest.fixture
@@ -36,8 +36,75 @@ def test_percentile_scale_range_and_background(scan):
     assert out.meta["steps"][-1]["name"] == "percentile-scale"
 
 
-@pytest.mark.parametrize("step", [ZScore(), PercentileScale()], ids=["zscore", "percentile-scale"])
-@pytest.mark.parametrize("value", [0.0, 7.0], ids=["all-zero", "constant"])
+def test_median_scale_maps_zero_median_and_multiples_without_clipping(scan):
+    out = MedianScale(scale=4.0)(scan)
+    brain = out.brain_mask
+    for c, channel in enumerate(out.image):
+        median = np.median(scan.image[c][brain])
+        assert np.median(channel[brain]) == pytest.approx(-0.5, abs=1e-5)  # 2 / 4 - 1
+        np.testing.assert_allclose(channel[brain], scan.image[c][brain] / (2 * median) - 1, rtol=1e-5, atol=1e-6)
+        assert np.all(channel[~brain] == -1.0)  # zero signal and background meet at -1
+    bright = scan.image.copy()
+    bright[1, 5, 5, 5] = 50 * np.median(scan.image[1][brain])  # far above 4x the median: kept, not clipped
+    out = MedianScale()(Scan("c", bright, scan.modalities, np.eye(4), brain_mask=brain))
+    ratio = bright[1, 5, 5, 5] / np.median(bright[1][brain])  # ~50 (the spike moved the median a little)
+    assert out.image[1, 5, 5, 5] == pytest.approx(ratio / 2 - 1, rel=1e-5)
+
+
+def test_median_scale_keeps_healthy_tissue_where_it_was_when_a_tumour_appears():
+    """The reason it is the default: one threshold must fit every volume of a pooled benchmark.
+
+    The same healthy brain with and without a bright tumour (15 % of the brain, 3x the tissue
+    level): median scaling moves the healthy voxels by a few hundredths, percentile scaling
+    (its top percentile now inside the tumour) squeezes them by a large fraction of the range.
+    """
+    rng = np.random.default_rng(1)
+    healthy = np.zeros((1, 20, 20, 20), np.float32)
+    healthy[0, 2:18, 2:18, 2:18] = rng.normal(500, 60, (16, 16, 16)).clip(50)
+    with_tumour = healthy.copy()
+    tumour = np.zeros(healthy.shape[1:], bool)
+    tumour[2:18, 2:18, 2:5] = True  # 3 of the brain's 16 slabs: ~19 %
+    with_tumour[0][tumour] = rng.normal(1500, 100, int(tumour.sum()))
+    brain = healthy[0] > 0
+    frac = tumour[brain].mean()
+    assert 0.1 < frac < 0.25
+    kept = brain & ~tumour
+
+    def shift(step):
+        a = step(Scan("a", healthy, ("flair",), np.eye(4))).image[0][kept]
+        b = step(Scan("b", with_tumour, ("flair",), np.eye(4))).image[0][kept]
+        return float(np.abs(a - b).mean()), float(a.max() - a.min())
+
+    median_shift, median_range = shift(MedianScale())
+    pct_shift, pct_range = shift(PercentileScale())
+    assert median_shift < 0.05 * median_range
+    assert pct_shift > 0.25 * pct_range
+
+
+@pytest.mark.parametrize("scale", [0.0, -2.0, float("nan")])
+def test_median_scale_rejects_bad_scale(scale):
+    with pytest.raises(ConfigError, match="median-scale: scale"):
+        MedianScale(scale=scale)
+
+
+def test_median_scale_warns_on_a_non_positive_median():
+    image = np.zeros((1, 4, 4, 4), np.float32)
+    image[0, :2] = -5.0  # brain (non-zero) voxels, all negative: no usable scale
+    with pytest.warns(RuntimeWarning, match="case 'c'.*median-scale.*brain median -5"):
+        out = MedianScale()(Scan("c", image, ("t1",), np.eye(4)))
+    assert np.all(out.image[0][out.brain_mask] == 0.0)
+
+
+STEPS = [ZScore(), PercentileScale(), MedianScale()]
+STEP_IDS = ["zscore", "percentile-scale", "median-scale"]
+
+
+@pytest.mark.parametrize(
+    "step, value",
+    [(ZScore(), 0.0), (ZScore(), 7.0), (PercentileScale(), 0.0), (PercentileScale(), 7.0), (MedianScale(), 0.0)],
+    ids=["zscore-all-zero", "zscore-constant", "percentile-scale-all-zero", "percentile-scale-constant",
+         "median-scale-all-zero"],
+)
 def test_constant_volume_gives_zeros_and_a_warning_never_nan(step, value):
     image = np.full((1, 4, 4, 4), value, np.float32)
     with pytest.warns(RuntimeWarning, match="case 'c'.*t1"):
@@ -46,11 +113,20 @@ def test_constant_volume_gives_zeros_and_a_warning_never_nan(step, value):
     assert np.all(out.image[0][out.brain_mask] == 0.0)
 
 
+def test_median_scale_maps_a_constant_positive_channel_to_the_median_level():
+    """A constant channel has a median, so unlike the spread-based steps nothing is undefined."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = MedianScale(scale=4.0)(Scan("c", np.full((1, 4, 4, 4), 7.0, np.float32), ("t1",), np.eye(4)))
+    np.testing.assert_allclose(out.image, -0.5)
+
+
 def test_non_constant_volume_does_not_warn(scan):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ZScore()(scan)
         PercentileScale()(scan)
+        MedianScale()(scan)
 
 
 @pytest.mark.parametrize("lower, upper", [(50, 50), (-1, 99), (10, 101), (90, 10)])
@@ -74,7 +150,7 @@ def test_brain_percentiles_equal_numpy_bit_for_bit(kind):
             assert brain_percentiles(values, q) == [float(v) for v in np.percentile(values, list(q))]
 
 
-@pytest.mark.parametrize("step", [ZScore(), PercentileScale()], ids=["zscore", "percentile-scale"])
+@pytest.mark.parametrize("step", STEPS, ids=STEP_IDS)
 def test_intensity_steps_do_not_depend_on_memory_layout(scan, step):
     from brats_ad.preprocess.base import empty_slice_major
 

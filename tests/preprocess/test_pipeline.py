@@ -28,7 +28,7 @@ def test_named_pipelines_build_and_are_json_safe():
         assert json.loads(json.dumps(config)) == config
         assert all("name" in step for step in config)
     brats = build_pipeline("brats").to_config()
-    assert [s["name"] for s in brats] == ["orient", "resample", "percentile-scale", "crop-pad"]
+    assert [s["name"] for s in brats] == ["orient", "resample", "median-scale", "crop-pad"]
     assert brats[3]["shape"] == [192, 192, 160] and brats[1]["spacing"] == [1.0, 1.0, 1.0]
 
 
