@@ -12,8 +12,13 @@ The protocol, enforced by the order of calls:
    ⌈Dice⌉ (best threshold on test, i.e. using test labels) is its own metric.
 
 Undefined metrics (e.g. a test split without a tumour-free slice) are NaN (``null`` in JSON)
-rather than errors, so one odd split never stops a benchmark; Dice skips cases with neither
-tumour nor flagged voxels and reports how many it skipped.
+rather than errors, so one odd split never stops a benchmark.
+
+Dice is averaged over the test volumes that contain tumour (inside the brain mask), as in the
+unsupervised-anomaly literature: a tumour-free volume has no overlap to measure, and counting
+it as 0 whenever one voxel is flagged would make Dice depend on how many healthy volumes the
+test split happens to hold. Tumour-free volumes still count in the voxel AUROC / AUPRC and at
+the sample level; ``n_skipped_dice`` says how many were left out of Dice.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ class CellEvaluator:
         self.test = VoxelAccumulator(bins_log2=test_bins_log2)
         self.thresholds: dict[str, Threshold | None] | None = None
         self.dice: dict[str, DiceAccumulator] = {}
+        self.n_tumour_free = 0  # test volumes left out of Dice (see the module docstring)
         self.sample_truth: list[np.ndarray] = []
         self.sample_score: list[np.ndarray] = []
         self.n_val = 0
@@ -105,8 +111,11 @@ class CellEvaluator:
             raise RuntimeError("call start_test() after the validation volumes; this is a bug in the runner")
         tumour = np.zeros(np.shape(amap), bool) if seg is None else np.asarray(seg) > 0
         self.test.update(amap, tumour, mask=mask, case_id=patient_id(case_id))
-        for acc in self.dice.values():
-            acc.update(amap, tumour, mask=mask, case_id=case_id)
+        if np.any(tumour & np.asarray(mask, bool)):
+            for acc in self.dice.values():
+                acc.update(amap, tumour, mask=mask, case_id=case_id)
+        else:
+            self.n_tumour_free += 1
         scores = np.asarray(sample_scores, dtype=np.float64).reshape(-1)
         labels = np.asarray(sample_labels, dtype=np.int64).reshape(-1)
         keep = np.isfinite(scores)
@@ -123,7 +132,7 @@ class CellEvaluator:
         curve = self.test.compute(on_undefined="nan")
         metrics["voxel_auroc_score"] = curve.auroc_score
         metrics["voxel_auprc_score"] = curve.auprc_score
-        skipped = 0
+        skipped = self.n_tumour_free
         for key in ("valbest", "healthyq"):
             acc = self.dice.get(key)
             mean = std = NAN
@@ -131,10 +140,10 @@ class CellEvaluator:
                 try:
                     result = acc.compute()
                     mean, std = result.dice_mean_score, result.dice_std
-                    skipped = max(skipped, result.n_skipped)
+                    skipped = max(skipped, self.n_tumour_free + result.n_skipped)
                 except UndefinedMetricError as exc:
                     self.notes.append(f"dice_{key}: {exc}")
-                    skipped = max(skipped, len(acc._cases))
+                    skipped = max(skipped, self.n_tumour_free + len(acc._cases))
             metrics[f"dice_{key}_score"] = mean
             metrics[f"dice_{key}_std"] = std
         metrics["oracle_dice_score"] = oracle_dice_score(self.test, on_undefined="nan").oracle_dice_score

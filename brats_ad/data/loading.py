@@ -23,10 +23,12 @@ try:  # optional: ISA-L's gzip is 2-3x faster than zlib and decodes the same str
 except ImportError:  # pragma: no cover - depends on the environment
     import zlib as _zlib
 
-#: Allowed segmentation labels per naming (whole tumour = seg > 0).
+#: Allowed segmentation labels per naming (the anomaly = seg > 0). 2023+ naming: GLI/MET/MEN use
+#: {1, 2, 3}; BraTS 2024 adds label 4 (GLI post-treatment: resection cavity; PED: oedema), which
+#: is abnormal tissue too, so it is accepted and counts as anomaly.
 SEG_LABELS: dict[str, frozenset[int]] = {
     "brats2021": frozenset({0, 1, 2, 4}),
-    "brats2023": frozenset({0, 1, 2, 3}),
+    "brats2023": frozenset({0, 1, 2, 3, 4}),
     "custom": frozenset({0, 1, 2, 3, 4}),
 }
 #: Largest world-coordinate difference (mm) between two affines still taken as the same grid.

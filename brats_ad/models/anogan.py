@@ -44,6 +44,7 @@ from brats_ad.errors import ConfigError, DataError
 from brats_ad.models.ganomaly_nets import Decoder, Discriminator, Encoder
 from brats_ad.models.layers import dcgan_init
 from brats_ad.models.output import ModelOutput
+from brats_ad.train.device import backward
 
 _INFERENCE = ("encoder", "latent_optimisation")
 _LATENT_INIT = ("random", "encoder")
@@ -248,13 +249,13 @@ class AnoGAN(nn.Module):
         gp = self._gradient_penalty(x, fake)
         loss_d = -wasserstein + cfg.gp_weight * gp
         optimizers["critic"].zero_grad(set_to_none=True)
-        loss_d.backward()
+        backward(loss_d, optimizers["critic"])
         optimizers["critic"].step()
         if (int(self.step) + 1) % cfg.n_critic == 0:
             with _frozen(self.critic):
                 loss_g = -self.critic(self.generator(self.sample_latent(x.shape[0], x.device))).logit.float().mean()
                 optimizers["generator"].zero_grad(set_to_none=True)
-                loss_g.backward()
+                backward(loss_g, optimizers["generator"])
                 optimizers["generator"].step()
             self._last_generator_loss = loss_g.item()
         # "generator" is the latest generator loss (updated every n_critic steps)
@@ -266,7 +267,7 @@ class AnoGAN(nn.Module):
             if update:
                 score, image, feature = self.izi_f(x)
                 optimizers["encoder"].zero_grad(set_to_none=True)
-                score.mean().backward()
+                backward(score.mean(), optimizers["encoder"])
                 optimizers["encoder"].step()
             else:
                 with torch.no_grad():

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from brats_ad.errors import ConfigError, DataError
 from brats_ad.models.output import ModelOutput
+from brats_ad.train.device import backward
 
 _VARIANTS = ("ae", "vae")
 _LOSSES = ("l1", "l2")
@@ -187,7 +188,7 @@ class AutoEncoderModel(nn.Module):
         rec, kl = self._per_sample_loss(x)
         loss = (rec + self.config.kl_weight * kl).mean()
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        backward(loss, opt)
         opt.step()
         losses = {"loss": loss.item(), "reconstruction": rec.mean().item()}
         if self.config.variant == "vae":

@@ -40,6 +40,7 @@ from brats_ad.models.ganomaly_nets import (
 )
 from brats_ad.models.layers import dcgan_init
 from brats_ad.models.output import ModelOutput
+from brats_ad.train.device import backward
 
 __all__ = ["Ganomaly", "GanomalyConfig", "GeneratorLosses", "discriminator_loss", "generator_losses"]
 
@@ -212,13 +213,13 @@ class Ganomaly(nn.Module):
 
         opt_g.zero_grad(set_to_none=True)
         g_params = [p for p in self.generator.parameters() if p.requires_grad]
-        torch.autograd.backward(g.total, inputs=g_params, retain_graph=True)  # keeps D(x') for L_D
+        backward(g.total, opt_g, inputs=g_params, retain_graph=True)  # keeps D(x') for L_D; fp16-scaled
         opt_g.step()
 
         loss_d = discriminator_loss(real.logit, fake.logit)
         opt_d.zero_grad(set_to_none=True)
         d_params = [p for p in self.discriminator.parameters() if p.requires_grad]
-        torch.autograd.backward(loss_d, inputs=d_params)
+        backward(loss_d, opt_d, inputs=d_params)
         opt_d.step()
 
         values = torch.stack([g.total, g.adv, g.con, g.enc, loss_d]).detach().tolist()  # one sync

@@ -195,9 +195,10 @@ def protocol_paragraph(rows: Sequence[Row], primary: str) -> str:
         "volume": "a volume is positive when it contains any tumour voxel"}.get(v, str(v)))
     post = _one(distinct(done, dig("protocol", "postprocess")), _postprocess_text)
     skipped = [int(v) for v in distinct(done, dig("n_skipped_dice"))]
-    skipped_text = "a case with neither tumour nor predicted voxels has no Dice and is left out: " + (
-        "none was" if skipped in ([], [0]) else f"{skipped[0]} per cell" if len(skipped) == 1
-        else f"{min(skipped)}–{max(skipped)} per cell, see n_skipped_dice in the results")
+    left_out = ("none" if skipped in ([], [0]) else f"{skipped[0]} per cell" if len(skipped) == 1
+                else f"{min(skipped)}–{max(skipped)} per cell, see n_skipped_dice in the results")
+    skipped_text = ("it is averaged over the test volumes that contain tumour (tumour-free volumes count in "
+                    f"AUROC, AUPRC and at the sample level, not in Dice; left out: {left_out})")
     thresholds = []
     flat = {p for v in protocols for p in (v if isinstance(v, list) else [v])}
     if "valbest" in flat or not flat:
@@ -212,7 +213,7 @@ def protocol_paragraph(rows: Sequence[Row], primary: str) -> str:
         f"Models are trained without labels on {training}. The anomaly is the whole tumour (label > 0). "
         "Voxel-level AUROC and AUPRC are computed over the brain voxels of the test volumes. "
         f"Dice is computed per test volume at a threshold chosen without test labels: "
-        f"{'; '.join(thresholds)}; it is averaged over test volumes ({skipped_text}). "
+        f"{'; '.join(thresholds)}; {skipped_text}. "
         "⌈Dice⌉ (oracle) is the best Dice over all thresholds on the test set itself, as reported in "
         "the literature: it uses test labels and is an upper bound, not a fair comparison. "
         f"Sample level: {sample}; AUROC and AUPRC of the sample scores. "

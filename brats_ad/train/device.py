@@ -222,10 +222,14 @@ class LoopOptimizer:
         return getattr(self.optimizer, name)
 
 
-def backward(loss: torch.Tensor, optimizer: Any) -> None:
-    """``optimizer.backward(loss)`` when the loop's wrapper provides it, else ``loss.backward()``."""
+def backward(loss: torch.Tensor, optimizer: Any, **kwargs: Any) -> None:
+    """``optimizer.backward(loss)`` when the loop's wrapper provides it, else ``loss.backward()``.
+
+    ``kwargs`` go to ``Tensor.backward`` (``inputs=``, ``retain_graph=``), so a model can send a
+    loss to only the parameters its optimiser owns and still get fp16 loss scaling.
+    """
     method = getattr(optimizer, "backward", None)
     if callable(method):
-        method(loss)
+        method(loss, **kwargs)
     else:
-        loss.backward()
+        loss.backward(**kwargs)

@@ -220,7 +220,7 @@ def test_seg_affine_mismatch_warns(tmp_path: Path, brats_case_writer, nifti_writ
 
 @pytest.mark.parametrize(
     ("naming", "bad_label", "allowed"),
-    [("2021", 3, r"\[0, 1, 2, 4\]"), ("2023", 4, r"\[0, 1, 2, 3\]"), ("2021", 255, r"\[0, 1, 2, 4\]")],
+    [("2021", 3, r"\[0, 1, 2, 4\]"), ("2023", 5, r"\[0, 1, 2, 3, 4\]"), ("2021", 255, r"\[0, 1, 2, 4\]")],
 )
 def test_unexpected_seg_labels(tmp_path: Path, brats_case_writer, nifti_writer, naming, bad_label, allowed) -> None:
     folder = brats_case_writer(tmp_path, naming=naming)
@@ -235,6 +235,16 @@ def test_unexpected_seg_labels(tmp_path: Path, brats_case_writer, nifti_writer, 
     ):
         load_case(case)
     assert folder.name == case.case_id
+
+
+def test_brats2024_label_4_is_accepted_with_2023_naming(tmp_path: Path, brats_case_writer, nifti_writer) -> None:
+    """BraTS 2024 GLI post-treatment (resection cavity) and PED segs use label 4 with 2023 naming."""
+    brats_case_writer(tmp_path, naming="2023")
+    case = _only_case(tmp_path)
+    seg = np.asanyarray(nib.load(case.seg).dataobj).copy()
+    seg[0, 0, 0] = 4
+    nifti_writer(case.seg, seg)
+    assert load_case(case).seg[0, 0, 0] == 4
 
 
 def test_float_seg_with_integer_values_is_accepted(tmp_path: Path, brats_case_writer, nifti_writer) -> None:

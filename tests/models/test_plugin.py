@@ -89,3 +89,38 @@ def test_every_entry_builds_and_provides_what_it_declares(name, spatial_dims):
     # a checkpoint stores asdict(config); from_params rebuilds the same model
     rebuilt = entry.load()(**dataclasses.asdict(model.config))
     assert rebuilt.config == model.config
+
+
+@pytest.mark.parametrize("name", sorted(set(TINY) - {"flair-threshold"}))
+def test_every_trainable_model_sends_its_losses_through_fp16_loss_scaling(name):
+    """Under amp = "fp16" (GPUs without bf16) a loss that skips the scaler can underflow to zero
+    gradients. With a power-of-two scale, scaling and unscaling are exact in fp32, so a scaled
+    step must give bit-identical weights to an unscaled one, and every optimiser that stepped
+    must have gone through the scaler (``used_scaler``)."""
+    from brats_ad.train.device import LoopOptimizer
+
+    entry = _models().get(name)
+    params = dict(TINY[name], spatial_dims=2)
+    if name in ("f-anogan", "anogan"):
+        params.update(gan_steps=2, n_critic=1)  # step 0: critic + generator, then the encoder phase
+    x = torch.rand((4, entry.params["in_channels"], 16, 16)) * 2 - 1
+
+    def run(scale):
+        torch.manual_seed(0)
+        model = entry.create(**params).train()
+        scaler = torch.amp.GradScaler("cpu", init_scale=scale) if scale else None
+        optimizers = {k: LoopOptimizer(o, scaler, k) for k, o in model.configure_optimizers().items()}
+        stepped = set()
+        for _ in range(3):
+            torch.manual_seed(1)
+            model.train_step(x, optimizers)
+            stepped |= {k for k, o in optimizers.items() if o.used_scaler}
+            if scaler is not None:
+                scaler.update()
+        return model.state_dict(), stepped, set(optimizers)
+
+    plain, _, _ = run(None)
+    scaled, stepped, names = run(2.0**12)
+    assert stepped == names, f"optimisers stepped without the scaler: {sorted(names - stepped)}"
+    for key, value in plain.items():
+        torch.testing.assert_close(scaled[key], value, rtol=0, atol=0, msg=key)
