@@ -156,10 +156,27 @@ def _slug(name: str) -> str:
 
 
 def print_dropped(matrix: Matrix, console: "Console") -> None:
+    """One line per reason: the same model x scorer in 2D and 3D, and models dropped for the
+    same reason, share a line (the default matrix drops 19 cells in 8 lines)."""
     from rich.markup import escape
 
-    for d in matrix.dropped:
-        console.print(f"[yellow]dropped[/] {escape(str(d))}")
+    for line in dropped_lines(matrix.dropped):
+        console.print(f"[yellow]dropped[/] {escape(line)}")
+
+
+def dropped_lines(dropped: Any) -> list[str]:
+    """``dropped`` grouped for reading, first-seen order kept (see :func:`print_dropped`)."""
+    by_pair: dict[tuple, list[int]] = {}
+    for d in dropped:
+        by_pair.setdefault((d.model, d.scorer, d.reason), []).append(d.dims)
+    by_reason: dict[tuple, list[str]] = {}
+    for (model, scorer, reason), dims in by_pair.items():
+        by_reason.setdefault((scorer, tuple(sorted(set(dims))), reason), []).append(model)
+    lines = []
+    for (scorer, dims, reason), models in by_reason.items():
+        what = ", ".join(models) + ("" if scorer is None else f" x {scorer}")
+        lines.append(f"{what} ({', '.join(f'{d}D' for d in dims)}): {reason}")
+    return lines
 
 
 @dataclass

@@ -53,3 +53,19 @@ def test_ids_are_stable_and_data_params_filled(registries):
     c = expand(parse_bench_config(raw), registries)
     assert {u.unit_id for u in c.units} == {u.unit_id for u in a.units}
     assert {x.cell_id for x in a.cells} < {x.cell_id for x in c.cells}
+
+
+def test_dropped_cells_print_one_line_per_reason():
+    from brats_ad.bench.matrix import Dropped
+    from brats_ad.bench.runner import dropped_lines
+
+    need = "scorer requires anomaly_map; model provides latent_pair, reconstruction"
+    dropped = [Dropped("ae", "model-map", 2, need), Dropped("ae", "model-map", 3, need),
+               Dropped("vae", "model-map", 2, need), Dropped("vae", "model-map", 3, need),
+               Dropped("anogan", "model-map", 2, "scorer requires anomaly_map; model provides reconstruction"),
+               Dropped("anogan", None, 3, "model supports 2D only")]
+    assert dropped_lines(dropped) == [
+        f"ae, vae x model-map (2D, 3D): {need}",
+        "anogan x model-map (2D): scorer requires anomaly_map; model provides reconstruction",
+        "anogan (3D): model supports 2D only",
+    ]
