@@ -36,6 +36,7 @@ SCRIPTS: dict[str, tuple[str, list[str], list[str] | None]] = {
                        ["--width", "8", "--channels", "1", "--latent", "32", "--overlap", "0.25", "--repeats", "1"],
                        ["--shape", "96", "96", "80", "--patch", "32", "--width", "8", "--channels", "1",
                         "--latent", "16", "--overlap", "0.25", "--repeats", "1"]),
+    "normalisation": ("bench_normalisation.py", [], ["--cases", "4"]),
     "default_bench": ("bench_default.py", [], None),
 }
 
