@@ -15,7 +15,7 @@ FLAIR threshold's pooled oracle Dice is 0.27 after ``percentile-scale``, 0.68 af
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -37,22 +37,14 @@ class ZScore:
         self.background = _finite(background, "background", self.name)
 
     def __call__(self, scan: Scan) -> Scan:
-        check_scan(scan, self.name)
-        mask = brain_mask_of(scan)
-        brain = _BrainVoxels(scan.image, mask)
-        out = brain.output(self.background)
-        stats = []
-        for c in range(scan.image.shape[0]):
-            values = brain.values(c).astype(np.float64)
+        def channel(values: np.ndarray) -> tuple[np.ndarray | None, dict[str, float], str | None]:
+            values = values.astype(np.float64)
             mean = float(values.mean()) if values.size else 0.0
             std = float(values.std()) if values.size else 0.0
-            if std < _EPS:
-                _warn_constant(scan, self.name, c, values.size)
-                brain.put(out, c, 0.0)
-            else:
-                brain.put(out, c, (values - mean) / std)
-            stats.append({"mean": mean, "std": std})
-        return with_step(scan, self.name, {"stats": stats}, image=brain.as_image(out), brain_mask=mask)
+            return (None if std < _EPS else (values - mean) / std), {"mean": mean, "std": std}, None
+
+        image, mask, stats = _per_channel(scan, self.name, self.background, channel)
+        return with_step(scan, self.name, {"stats": stats}, image=image, brain_mask=mask)
 
 
 class MedianScale:
@@ -75,23 +67,16 @@ class MedianScale:
         self.background = _finite(background, "background", self.name)
 
     def __call__(self, scan: Scan) -> Scan:
-        check_scan(scan, self.name)
-        mask = brain_mask_of(scan)
-        brain = _BrainVoxels(scan.image, mask)
-        out = brain.output(self.background)
-        medians = []
-        for c in range(scan.image.shape[0]):
-            values = brain.values(c)
+        def channel(values: np.ndarray) -> tuple[np.ndarray | None, float, str | None]:
             median = brain_percentiles(values, (50.0,))[0] if values.size else 0.0
             if median < _EPS:  # empty, constant-zero or mostly negative channel: no usable scale
-                _warn_constant(scan, self.name, c, values.size, f"has brain median {median:g} (need > 0)")
-                brain.put(out, c, 0.0)
-            else:
-                values *= np.float32(2.0 / (self.scale * median))
-                values -= np.float32(1.0)
-                brain.put(out, c, values)
-            medians.append(median)
-        return with_step(scan, self.name, {"medians": medians}, image=brain.as_image(out), brain_mask=mask)
+                return None, median, f"has brain median {median:g} (need > 0)"
+            values *= np.float32(2.0 / (self.scale * median))
+            values -= np.float32(1.0)
+            return values, median, None
+
+        image, mask, medians = _per_channel(scan, self.name, self.background, channel)
+        return with_step(scan, self.name, {"medians": medians}, image=image, brain_mask=mask)
 
 
 class PercentileScale:
@@ -113,28 +98,45 @@ class PercentileScale:
         self.background = _finite(background, "background", self.name)
 
     def __call__(self, scan: Scan) -> Scan:
-        check_scan(scan, self.name)
-        mask = brain_mask_of(scan)
-        brain = _BrainVoxels(scan.image, mask)
-        out = brain.output(self.background)
-        ranges = []
-        for c in range(scan.image.shape[0]):
-            values = brain.values(c)
-            if values.size:
-                lo, hi = brain_percentiles(values, (self.lower, self.upper))
-            else:
-                lo = hi = 0.0
+        def channel(values: np.ndarray) -> tuple[np.ndarray | None, list[float], str | None]:
+            lo, hi = brain_percentiles(values, (self.lower, self.upper)) if values.size else (0.0, 0.0)
             if hi - lo < _EPS:
-                _warn_constant(scan, self.name, c, values.size)
-                brain.put(out, c, 0.0)
-            else:
-                np.clip(values, lo, hi, out=values)
-                values -= np.float32(lo)
-                values *= np.float32(2.0 / (hi - lo))
-                values -= np.float32(1.0)
-                brain.put(out, c, values)
-            ranges.append([lo, hi])
-        return with_step(scan, self.name, {"ranges": ranges}, image=brain.as_image(out), brain_mask=mask)
+                return None, [lo, hi], None
+            np.clip(values, lo, hi, out=values)
+            values -= np.float32(lo)
+            values *= np.float32(2.0 / (hi - lo))
+            values -= np.float32(1.0)
+            return values, [lo, hi], None
+
+        image, mask, ranges = _per_channel(scan, self.name, self.background, channel)
+        return with_step(scan, self.name, {"ranges": ranges}, image=image, brain_mask=mask)
+
+
+def _per_channel(
+    scan: Scan, step: str, background: float,
+    channel: Callable[[np.ndarray], tuple[np.ndarray | None, Any, str | None]],
+) -> tuple[np.ndarray, np.ndarray, list[Any]]:
+    """What every intensity step shares: normalise each channel's brain voxels, fill the rest.
+
+    ``channel(values)`` gets a channel's brain voxels (a float32 copy it may modify) and returns
+    ``(normalised values, statistic for meta, why)``; ``None`` values mean the channel has no
+    usable scale: it becomes 0 in the brain with a warning (``why``, default "is constant").
+    Returns ``(image, brain mask, statistics)``.
+    """
+    check_scan(scan, step)
+    mask = brain_mask_of(scan)
+    brain = _BrainVoxels(scan.image, mask)
+    out = brain.output(background)
+    stats = []
+    for c in range(scan.image.shape[0]):
+        values = brain.values(c)
+        result, stat, why = channel(values)
+        if result is None:
+            _warn_constant(scan, step, c, values.size, why or "is constant in the brain")
+            result = 0.0
+        brain.put(out, c, result)
+        stats.append(stat)
+    return brain.as_image(out), mask, stats
 
 
 def brain_percentiles(values: np.ndarray, percents: Sequence[float]) -> list[float]:
@@ -229,5 +231,5 @@ def _warn_constant(scan: Scan, step: str, channel: int, n_voxels: int, what: str
         f"case {scan.case_id!r}: {step}: channel {modality!r} {what}; it is set to 0 "
         "(check the file or the brain mask)",
         RuntimeWarning,
-        stacklevel=3,
+        stacklevel=4,
     )
