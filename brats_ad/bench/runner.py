@@ -157,7 +157,7 @@ def _slug(name: str) -> str:
 
 def print_dropped(matrix: Matrix, console: "Console") -> None:
     """One line per reason: the same model x scorer in 2D and 3D, and models dropped for the
-    same reason, share a line (the default matrix drops 19 cells in 8 lines)."""
+    same reason, share a line (8 lines for the default matrix instead of 21)."""
     from rich.markup import escape
 
     for line in dropped_lines(matrix.dropped):
