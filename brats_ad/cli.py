@@ -183,7 +183,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     )
     if args.dry_run or args.no_leaderboard:
         return code
-    from brats_ad.bench.runner import resolve_bench_config
+    from brats_ad.bench.resolve import resolve_bench_config
     from brats_ad.bench.status import bench_status
 
     out_dir = resolve_bench_config(config, data=data, out=Path(args.out) if args.out else None,

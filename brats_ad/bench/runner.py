@@ -86,6 +86,8 @@ def run_bench(
     from rich.console import Console
 
     console = console or Console(stderr=True, highlight=False)
+    from brats_ad.bench.resolve import resolve_bench_config
+
     cfg = resolve_bench_config(config_path, data=data, out=out, dataset=dataset, executor=executor,
                                executor_params=executor_params, console=console)
     if registries is None:
@@ -107,52 +109,6 @@ def run_bench(
         runner_executor.check()
     return BenchRunner(cfg, registries, console=console, progress=progress, executor=runner_executor,
                        registries_factory=registries_factory).run(matrix)
-
-
-def resolve_bench_config(
-    config_path: Path | None = None,
-    *,
-    data: Path | None = None,
-    out: Path | None = None,
-    dataset: str | None = None,
-    executor: str | None = None,
-    executor_params: Mapping[str, Any] | None = None,
-    console: "Console | None" = None,
-) -> BenchConfig:
-    """The config a ``brats-ad bench`` invocation runs: the TOML plus the CLI's overrides.
-
-    ``brats-ad bench --data ~/BraTS2021_Training_Data`` is the first thing a user with real data
-    types. The default config's dataset is ``synthetic``, which would refuse a folder it did not
-    generate; so when ``--data`` points at existing case folders without a synthetic manifest and
-    no ``--dataset`` is given, the cases are read with the ``brats`` plugin instead, and (without
-    ``--out``) the results go to ``runs/bench/<name>-<folder>`` so neither the synthetic results
-    nor ``leaderboards/<name>.md`` are overwritten. A note on ``console`` says so.
-    """
-    cfg = load_bench_config(config_path)
-    if data is not None and dataset is None and cfg.dataset.name == "synthetic" and _holds_real_cases(Path(data)):
-        dataset = "brats"
-        if out is None:
-            out = Path("runs/bench") / f"{cfg.name}-{_slug(Path(data).resolve().name)}"
-        if console is not None:
-            console.print(f"[yellow]note[/] {data} holds case folders that 'brats-ad synth' did not write: "
-                          f"reading them with the 'brats' dataset plugin into {out} "
-                          "(pass --dataset NAME to choose another plugin)")
-    return cfg.with_overrides(data=data, out=out, dataset=dataset, executor=executor,
-                              executor_params=executor_params)
-
-
-def _holds_real_cases(root: Path) -> bool:
-    from brats_ad.data.synthetic import MANIFEST
-
-    if not root.is_dir() or (root / MANIFEST).is_file():
-        return False
-    return any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir())
-
-
-def _slug(name: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "data"
 
 
 def print_dropped(matrix: Matrix, console: "Console") -> None:

@@ -150,7 +150,7 @@ def test_data_alone_reads_real_cases_with_brats_into_their_own_out(tmp_path):
 
     from rich.console import Console
 
-    from brats_ad.bench.runner import resolve_bench_config
+    from brats_ad.bench.resolve import resolve_bench_config
 
     data = _case_folder(tmp_path / "BraTS2021 Training")
     buf = io.StringIO()
@@ -163,7 +163,7 @@ def test_data_alone_reads_real_cases_with_brats_into_their_own_out(tmp_path):
 
 
 def test_data_with_a_synthetic_manifest_or_an_explicit_dataset_is_left_alone(tmp_path):
-    from brats_ad.bench.runner import resolve_bench_config
+    from brats_ad.bench.resolve import resolve_bench_config
 
     generated = _case_folder(tmp_path / "gen")
     (generated / "synthetic.json").write_text("{}")
