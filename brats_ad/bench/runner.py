@@ -38,7 +38,6 @@ from brats_ad import __version__
 from brats_ad.bench.config import (
     BenchConfig,
     data_section,
-    load_bench_config,
     resolved_modalities,
     stable_hash,
     validate,
