@@ -125,6 +125,7 @@ class EvaluationSection:
     blend: str = "gaussian"
     min_brain_fraction: float = 0.1  # slices / windows with less brain are not scored
     fit_max_samples: int = 512  # healthy validation samples for scorers that fit statistics
+    min_component_size: int = 0  # Dice: drop predicted components smaller than this after thresholding
 
     def __post_init__(self) -> None:
         if not 0.0 < self.healthy_quantile < 1.0:
@@ -144,6 +145,7 @@ class EvaluationSection:
         if not 0.0 <= self.min_brain_fraction <= 1.0:
             raise ConfigError(f"evaluation.min_brain_fraction must be in [0, 1], got {self.min_brain_fraction!r}")
         check_int("evaluation.fit_max_samples", self.fit_max_samples, 1)
+        check_int("evaluation.min_component_size", self.min_component_size, 0)
 
 
 @dataclass(frozen=True)

@@ -52,8 +52,10 @@ class CellEvaluator:
         curve_points: int = 200,
         val_bins_log2: int = 16,
         test_bins_log2: int = 18,
+        min_component_size: int = 0,
     ) -> None:
         self.dims = dims
+        self.min_component_size = min_component_size  # Dice only: see DiceAccumulator
         self.q = healthy_quantile
         self.bootstrap = bootstrap
         self.bootstrap_level = bootstrap_level
@@ -100,7 +102,8 @@ class CellEvaluator:
             thresholds["healthyq"] = None
             self.notes.append(f"healthyq: {exc}")
         self.thresholds = thresholds
-        self.dice = {k: DiceAccumulator(t, on_undefined="skip") for k, t in thresholds.items() if t is not None}
+        self.dice = {k: DiceAccumulator(t, on_undefined="skip", min_component_size=self.min_component_size)
+                     for k, t in thresholds.items() if t is not None}
         return thresholds
 
     # -- 3. test --------------------------------------------------------------------------------------

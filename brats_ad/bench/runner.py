@@ -416,6 +416,7 @@ class BenchRunner:
                 "threshold_protocols": ["valbest", "healthyq"],
                 "healthy_quantile": cfg.evaluation.healthy_quantile,
                 "postprocess": dict(cell.scorer_params.get("postprocess") or {}),
+                "min_component_size": cfg.evaluation.min_component_size,
                 "sample_level": "slice" if cell.dims == 2 else "volume",
                 "training": cfg.strategy,
                 "voxels": "brain voxels of test volumes, processed space",

@@ -89,7 +89,8 @@ def score_unit(runner: "BenchRunner", unit: Unit, cells: list[Cell], train: dict
 
     evaluators = {cid: CellEvaluator(dims=unit.dims, healthy_quantile=ev.healthy_quantile, bootstrap=ev.bootstrap,
                                      bootstrap_level=ev.bootstrap_level, bootstrap_seed=ev.bootstrap_seed,
-                                     curve_points=ev.curve_points) for cid in scorers}
+                                     curve_points=ev.curve_points, min_component_size=ev.min_component_size)
+                  for cid in scorers}
     eval_time = {cid: 0.0 for cid in scorers}
     score_time = 0.0
     volumes = _volumes(runner)

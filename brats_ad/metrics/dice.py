@@ -242,6 +242,10 @@ class DiceAccumulator:
         A case with neither tumour nor predicted voxels has no Dice (0/0): raise
         :class:`~brats_ad.errors.UndefinedMetricError`, or leave it out and count it in
         ``n_skipped``.
+    min_component_size : int, default 0
+        After thresholding, drop connected components (full connectivity) of fewer voxels than
+        this from ``A`` (step 3 of Baur et al.'s post-processing; Meissen et al. drop <= 20).
+        0 or 1 keeps everything. Components are found within each update, so pass whole volumes.
 
     Notes
     -----
@@ -260,7 +264,11 @@ class DiceAccumulator:
     0.8
     """
 
-    def __init__(self, threshold: Threshold, *, on_undefined: str = "raise") -> None:
+    def __init__(self, threshold: Threshold, *, on_undefined: str = "raise", min_component_size: int = 0) -> None:
+        if isinstance(min_component_size, bool) or not isinstance(min_component_size, (int, np.integer)) \
+                or min_component_size < 0:
+            raise ValueError(f"min_component_size must be an integer >= 0 (0: off), got {min_component_size!r}")
+        self.min_component_size = int(min_component_size)
         if not isinstance(threshold, Threshold):
             raise TypeError(
                 f"threshold must be a Threshold from choose_threshold(validation); got "
@@ -294,6 +302,11 @@ class DiceAccumulator:
         if keep is not None:
             predicted &= keep
             truth = truth & keep
+        if self.min_component_size > 1:
+            from brats_ad.scorers.postprocess import remove_small_components
+
+            predicted = remove_small_components(predicted.reshape(scores.shape), self.min_component_size,
+                                                connectivity=max(scores.ndim, 1)).reshape(-1)
         key = str(case_id) if case_id is not None else f"#{len(self._cases)}"
         tp_a_g = self._cases.setdefault(key, [0, 0, 0])
         tp_a_g[0] += int(np.count_nonzero(predicted & truth))

@@ -199,6 +199,10 @@ def protocol_paragraph(rows: Sequence[Row], primary: str) -> str:
                 else f"{min(skipped)}–{max(skipped)} per cell, see n_skipped_dice in the results")
     skipped_text = ("it is averaged over the test volumes that contain tumour (tumour-free volumes count in "
                     f"AUROC, AUPRC and at the sample level, not in Dice; left out: {left_out})")
+    components = [int(v) for v in distinct(done, dig("protocol", "min_component_size")) if v]
+    if components:
+        skipped_text += (f"; before Dice, predicted components smaller than {_one(components, str)} voxels are "
+                         "removed (⌈Dice⌉ and the curves use the maps as they are)")
     thresholds = []
     flat = {p for v in protocols for p in (v if isinstance(v, list) else [v])}
     if "valbest" in flat or not flat:

@@ -112,6 +112,10 @@ def test_grid_key_must_be_a_scorer_parameter(registries):
 
 def test_bad_values_fail_early(registries):
     raw = raw_tiny()
+    raw.setdefault("evaluation", {})["min_component_size"] = -3
+    with pytest.raises(ConfigError, match=r"evaluation.min_component_size"):
+        parse_bench_config(raw)
+    raw = raw_tiny()
     raw["training"]["strategy"] = "healthy"
     with pytest.raises(ConfigError, match=r"training.strategy must be one of tumour-free, healthy-controls"):
         parse_bench_config(raw)

@@ -164,3 +164,31 @@ def test_quantile_above_every_score_flags_nothing():
     acc.update(np.array([1.0, 1.0, 1.0, 2.0]), None)
     t = healthy_quantile_threshold(acc, q=0.9)  # 10% of 4 voxels < one voxel
     assert t.value > 2.0 and t.healthy_fpr == 0.0
+
+
+def test_min_component_size_drops_small_predicted_components_before_dice():
+    """Baur's step 3 / Meissen's filter: specks above the threshold stop counting as predicted."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(4)
+    labels = np.zeros((20, 20, 12), bool)
+    labels[5:12, 6:13, 3:9] = True
+    scores = rng.normal(0, 0.2, labels.shape).astype(np.float32)
+    scores[labels] += 2.0
+    scores[1, 1, 1] = scores[18, 2, 10] = scores[2, 17, 5] = 3.0  # isolated false positives
+    t = Threshold(1.0, "best-dice", None, None, 0.0, 0)
+
+    def dice(min_size):
+        acc = DiceAccumulator(t, min_component_size=min_size)
+        acc.update(scores, labels, case_id="a")
+        return acc.compute().dice_mean_score
+
+    predicted = scores >= 1.0
+    lab, _ = ndimage.label(predicted, structure=np.ones((3, 3, 3)))
+    sizes = np.bincount(lab.ravel())
+    kept = predicted & (sizes[lab] >= 5)
+    expected = 2 * (kept & labels).sum() / (kept.sum() + labels.sum())
+    assert dice(5) == pytest.approx(expected) and dice(5) > dice(0)
+    assert dice(1) == dice(0)  # 0 and 1 keep everything
+    with pytest.raises(ValueError, match="min_component_size"):
+        DiceAccumulator(t, min_component_size=-1)

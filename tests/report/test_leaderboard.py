@@ -86,6 +86,17 @@ def test_protocol_paragraph_states_the_evaluation(rendered):
     assert "⌈Dice⌉ (oracle) ↑" in text.split("## 2D", 1)[1]
 
 
+def test_protocol_states_component_removal_only_when_used(bench, tmp_path):
+    plain = write_leaderboard(bench, tmp_path / "plain.md", figures=False).read_text()
+    assert "components smaller than" not in plain
+    rows = [json.loads(ln) for ln in bench.read_text().splitlines()]
+    for row in rows:
+        row.setdefault("protocol", {})["min_component_size"] = 20
+    bench.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = write_leaderboard(bench, tmp_path / "cc.md", figures=False).read_text()
+    assert "predicted components smaller than 20 voxels are removed" in text
+
+
 def test_summary_says_which_learned_cells_beat_the_threshold_baseline(rendered):
     text = rendered[1].read_text(encoding="utf-8")
     summary = text.split("## Summary", 1)[1].split("\n## ", 1)[0]
