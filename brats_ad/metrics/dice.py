@@ -231,6 +231,12 @@ class DiceResult:
         return out
 
 
+def _component_size(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"min_component_size must be an integer >= 0 (0: off), got {value!r}")
+    return int(value)
+
+
 class DiceAccumulator:
     """Per-volume Dice at a fixed threshold, streamed case by case.
 
@@ -265,10 +271,7 @@ class DiceAccumulator:
     """
 
     def __init__(self, threshold: Threshold, *, on_undefined: str = "raise", min_component_size: int = 0) -> None:
-        if isinstance(min_component_size, bool) or not isinstance(min_component_size, (int, np.integer)) \
-                or min_component_size < 0:
-            raise ValueError(f"min_component_size must be an integer >= 0 (0: off), got {min_component_size!r}")
-        self.min_component_size = int(min_component_size)
+        self.min_component_size = _component_size(min_component_size)
         if not isinstance(threshold, Threshold):
             raise TypeError(
                 f"threshold must be a Threshold from choose_threshold(validation); got "
@@ -338,7 +341,8 @@ class DiceAccumulator:
 
 
 def evaluate_at_threshold(
-    threshold: Threshold, volumes: Iterable[tuple[Any, ...]], *, on_undefined: str = "raise"
+    threshold: Threshold, volumes: Iterable[tuple[Any, ...]], *, on_undefined: str = "raise",
+    min_component_size: int = 0,
 ) -> DiceResult:
     """Per-volume Dice of test ``volumes`` at ``threshold``: the only place test labels enter.
 
@@ -349,6 +353,8 @@ def evaluate_at_threshold(
     volumes : iterable of (scores, labels) or (scores, labels, mask)
         Arrays of one test volume each, shape (*spatial).
     on_undefined : {"raise", "skip"}, default "raise"
+    min_component_size : int, default 0
+        See :class:`DiceAccumulator`.
 
     Returns
     -------
@@ -362,7 +368,7 @@ def evaluate_at_threshold(
     >>> round(r.dice_mean_score, 4), round(r.dice_std, 4)
     (0.8333, 0.1667)
     """
-    acc = DiceAccumulator(threshold, on_undefined=on_undefined)
+    acc = DiceAccumulator(threshold, on_undefined=on_undefined, min_component_size=min_component_size)
     for item in volumes:
         if len(item) not in (2, 3):
             raise ValueError(f"each volume must be (scores, labels) or (scores, labels, mask); got {len(item)} items")
@@ -435,8 +441,10 @@ class DiceAtThreshold:
 
     level = "voxel"
 
-    def __init__(self, *, protocol: str = "best-dice", q: float = 0.995, on_undefined: str = "raise") -> None:
+    def __init__(self, *, protocol: str = "best-dice", q: float = 0.995, on_undefined: str = "raise",
+                 min_component_size: int = 0) -> None:
         self.protocol = check_option(protocol, "protocol", PROTOCOLS)
+        self.min_component_size = _component_size(min_component_size)
         if not isinstance(q, (int, float)) or isinstance(q, bool) or not 0.0 < q < 1.0:
             raise ValueError(f"q must be a float in (0, 1), e.g. 0.995; got {q!r}")
         self.q = float(q)
@@ -446,10 +454,11 @@ class DiceAtThreshold:
         return choose_threshold(validation, protocol=self.protocol, q=self.q)
 
     def accumulator(self, threshold: Threshold) -> DiceAccumulator:
-        return DiceAccumulator(threshold, on_undefined=self.on_undefined)
+        return DiceAccumulator(threshold, on_undefined=self.on_undefined, min_component_size=self.min_component_size)
 
     def __call__(self, validation: VoxelAccumulator | ScoreHistogram, test_volumes: Iterable[tuple[Any, ...]]) -> DiceResult:
-        return evaluate_at_threshold(self.choose(validation), test_volumes, on_undefined=self.on_undefined)
+        return evaluate_at_threshold(self.choose(validation), test_volumes, on_undefined=self.on_undefined,
+                                     min_component_size=self.min_component_size)
 
 
 class OracleDiceMetric:

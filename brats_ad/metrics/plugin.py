@@ -30,14 +30,14 @@ def brats_ad_register_metrics(registry: Registry) -> None:
         "brats_ad.metrics.dice:DiceAtThreshold",
         help="per-volume Dice mean on test at the threshold with the best pooled Dice on "
         "validation cases (no test labels choose it)",
-        params={"protocol": "best-dice", "q": 0.995, "on_undefined": "raise"},
+        params={"protocol": "best-dice", "q": 0.995, "on_undefined": "raise", "min_component_size": 0},
     )
     registry.add(
         "dice_healthyq_score",
         "brats_ad.metrics.dice:DiceAtThreshold",
         help="per-volume Dice mean on test at the q-quantile (default 99.5th percentile) of healthy "
         "validation voxel scores (no test labels choose it)",
-        params={"protocol": "healthy-quantile", "q": 0.995, "on_undefined": "raise"},
+        params={"protocol": "healthy-quantile", "q": 0.995, "on_undefined": "raise", "min_component_size": 0},
     )
     registry.add(
         "oracle_dice_score",
