@@ -37,6 +37,7 @@ SCRIPTS: dict[str, tuple[str, list[str], list[str] | None]] = {
                        ["--shape", "96", "96", "80", "--patch", "32", "--width", "8", "--channels", "1",
                         "--latent", "16", "--overlap", "0.25", "--repeats", "1"]),
     "normalisation": ("bench_normalisation.py", [], ["--cases", "4"]),
+    "normalisation_models": ("bench_normalisation_models.py", [], None),
     "default_bench": ("bench_default.py", [], None),
 }
 

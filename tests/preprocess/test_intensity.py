@@ -44,9 +44,13 @@ def test_median_scale_maps_zero_median_and_multiples_without_clipping(scan):
         assert np.median(channel[brain]) == pytest.approx(-0.5, abs=1e-5)  # 2 / 4 - 1
         np.testing.assert_allclose(channel[brain], scan.image[c][brain] / (2 * median) - 1, rtol=1e-5, atol=1e-6)
         assert np.all(channel[~brain] == -1.0)  # zero signal and background meet at -1
+    default = MedianScale()(scan)  # scale 2: x / median - 1, the median at 0
+    for c, channel in enumerate(default.image):
+        np.testing.assert_allclose(channel[brain], scan.image[c][brain] / np.median(scan.image[c][brain]) - 1,
+                                   rtol=1e-5, atol=1e-6)
     bright = scan.image.copy()
     bright[1, 5, 5, 5] = 50 * np.median(scan.image[1][brain])  # far above 4x the median: kept, not clipped
-    out = MedianScale()(Scan("c", bright, scan.modalities, np.eye(4), brain_mask=brain))
+    out = MedianScale(scale=4.0)(Scan("c", bright, scan.modalities, np.eye(4), brain_mask=brain))
     ratio = bright[1, 5, 5, 5] / np.median(bright[1][brain])  # ~50 (the spike moved the median a little)
     assert out.image[1, 5, 5, 5] == pytest.approx(ratio / 2 - 1, rel=1e-5)
 
