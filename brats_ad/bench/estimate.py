@@ -43,6 +43,8 @@ def print_plan(cfg: BenchConfig, matrix: Matrix, registries: Any, console: "Cons
     for unit in matrix.units:
         steps = train_steps(cfg, unit, split["train"], shape)
         step_s, infer_s = measure_unit(cfg, unit, registries) if measure else (math.nan, math.nan)
+        if step_s is None:  # nothing to train
+            steps, step_s = 0, 0.0
         train_s = step_s * steps if steps is not None else math.nan
         score_s = infer_s * eval_batches(cfg, unit, split["val"] + split["test"], shape)
         total_train += 0.0 if math.isnan(train_s) else train_s
@@ -129,8 +131,9 @@ def eval_batches(cfg: BenchConfig, unit: Unit, n_volumes: int, shape: tuple[int,
     return math.ceil(n_volumes * per_volume / batch)
 
 
-def measure_unit(cfg: BenchConfig, unit: Unit, registries: Any) -> tuple[float, float]:
-    """``(seconds per training step, seconds per inference batch)`` on random input."""
+def measure_unit(cfg: BenchConfig, unit: Unit, registries: Any) -> tuple[float | None, float]:
+    """``(seconds per training step, seconds per inference batch)`` on random input; the step
+    time is None for a model that does not train (the FLAIR threshold)."""
     import torch
 
     from brats_ad.infer.volume import DEFAULT_BATCH_SIZE
@@ -157,7 +160,7 @@ def measure_unit(cfg: BenchConfig, unit: Unit, registries: Any) -> tuple[float, 
             torch.cuda.synchronize(device)
         return time.perf_counter() - t0
 
-    step_s = 0.0
+    step_s = None
     if getattr(model, "trainable", True):
         optimizers = {k: LoopOptimizer(o, None, k) for k, o in dict(model.configure_optimizers()).items()}
         x = batch(settings.batch_size)
