@@ -7,7 +7,7 @@ The protocol, enforced by the order of calls:
    validation cases, or the healthy-control validation scans) feed the ``healthyq`` quantile.
 2. :meth:`CellEvaluator.start_test` fixes both thresholds. Test labels have not been seen.
 3. :meth:`CellEvaluator.add_test` for every test volume: voxel curves (brain voxels only), Dice
-   at the two fixed thresholds per volume, sample-level scores (slices for 2D, volumes for 3D).
+   at the two fixed thresholds per volume, sample-level scores (axial slices for 2D, sliding-window patches for 3D).
 4. :meth:`CellEvaluator.finish`: metrics, thresholds, downsampled ROC / PR points. The oracle
    ⌈Dice⌉ (best threshold on test, i.e. using test labels) is its own metric.
 

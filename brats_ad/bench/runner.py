@@ -417,7 +417,7 @@ class BenchRunner:
                 "healthy_quantile": cfg.evaluation.healthy_quantile,
                 "postprocess": dict(cell.scorer_params.get("postprocess") or {}),
                 "min_component_size": cfg.evaluation.min_component_size,
-                "sample_level": "slice" if cell.dims == 2 else "volume",
+                "sample_level": "slice" if cell.dims == 2 else "patch",
                 "training": cfg.strategy,
                 "voxels": "brain voxels of test volumes, processed space",
                 "bootstrap": {"n_boot": cfg.evaluation.bootstrap, "level": cfg.evaluation.bootstrap_level,

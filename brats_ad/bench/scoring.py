@@ -119,7 +119,7 @@ def score_unit(runner: "BenchRunner", unit: Unit, cells: list[Cell], train: dict
                     if part == "val":
                         evaluator.add_val(amap, seg, mask, case_id, healthy_reference=healthy_reference)
                     else:
-                        scores, labels = _sample_level(result, cid, seg, mask, unit.dims)
+                        scores, labels = _sample_level(result, cid, seg, mask, unit.dims, size)
                         evaluator.add_test(amap, seg, mask, case_id, sample_scores=scores, sample_labels=labels)
                         if gallery is not None and case_id == gallery["case_id"]:
                             galleries[cid] = _gallery(image, seg, mask, amap, gallery)
@@ -190,15 +190,20 @@ def _score(model: Any, image: np.ndarray, mask: np.ndarray, scorers: dict[str, G
                         min_brain_fraction=ev.min_brain_fraction, case_id=case_id)
 
 
-def _sample_level(result: Any, cid: str, seg: np.ndarray | None, mask: np.ndarray, dims: int) -> tuple[list[float], list[int]]:
-    """2D: one score per scored slice, positive if the slice holds tumour; 3D: the volume."""
+def _sample_level(result: Any, cid: str, seg: np.ndarray | None, mask: np.ndarray, dims: int,
+                  patch: int) -> tuple[list[float], list[int]]:
+    """One score per scored sample, positive if it holds tumour: 2D an axial slice, 3D a
+    sliding window (``patch`` voxels a side). Patches rather than volumes in 3D because every
+    BraTS volume holds tumour, so a volume-level AUROC would be undefined on real data."""
     tumour = np.zeros(mask.shape, bool) if seg is None else (seg > 0) & mask
+    scored = np.asarray(result.scored, bool)
+    scores = np.asarray(result.sample_scores[cid], dtype=np.float64)[scored]
     if dims == 2:
-        scored = np.asarray(result.scored, bool)
-        scores = np.asarray(result.sample_scores[cid], dtype=np.float64)[scored]
-        labels = tumour.any(axis=(0, 1))[scored].astype(int)
-        return scores.tolist(), labels.tolist()
-    return [float(result.volume_scores[cid])], [int(tumour.any())]
+        labels = tumour.any(axis=(0, 1))[scored]
+    else:
+        labels = np.array([tumour[tuple(slice(max(c, 0), max(c + patch, 0)) for c in corner)].any()
+                           for corner in np.asarray(result.windows)[scored]], dtype=bool)
+    return scores.tolist(), labels.astype(int).tolist()
 
 
 def _healthy_outputs(runner: "BenchRunner", unit: Unit, model: Any, device: Any) -> list[Any]:

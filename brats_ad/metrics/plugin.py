@@ -49,12 +49,12 @@ def brats_ad_register_metrics(registry: Registry) -> None:
     registry.add(
         "sample_auroc_score",
         "brats_ad.metrics.sample:SampleAUROC",
-        help="sample-level AUROC (slice or volume contains tumour), scikit-learn",
+        help="sample-level AUROC (slice, patch or volume contains tumour), scikit-learn",
         params={"on_undefined": "raise"},
     )
     registry.add(
         "sample_auprc_score",
         "brats_ad.metrics.sample:SampleAUPRC",
-        help="sample-level average precision (slice or volume contains tumour), scikit-learn",
+        help="sample-level average precision (slice, patch or volume contains tumour), scikit-learn",
         params={"on_undefined": "raise"},
     )

@@ -1,4 +1,4 @@
-"""Sample-level metrics (a slice or volume contains tumour): AUROC and AUPRC via scikit-learn.
+"""Sample-level metrics (a slice, patch or volume contains tumour): AUROC and AUPRC via scikit-learn.
 
 Samples are few (hundreds to thousands), so scikit-learn computes them exactly in memory.
 """

@@ -190,9 +190,12 @@ def protocol_paragraph(rows: Sequence[Row], primary: str) -> str:
         "healthy-controls": "scans of healthy controls"}.get(v, str(v)))
     quantile = _one(distinct(done, dig("protocol", "healthy_quantile")), lambda v: f"{v:g}")
     protocols = distinct(done, dig("protocol", "threshold_protocols"))
-    sample = _one(distinct(done, dig("protocol", "sample_level")), lambda v: {
-        "slice": "a slice is positive when it contains any tumour voxel",
-        "volume": "a volume is positive when it contains any tumour voxel"}.get(v, str(v)))
+    units = {"slice": "an axial slice (2D)", "patch": "a sliding-window patch (3D)", "volume": "a volume"}
+    order = list(units)
+    levels = sorted(distinct(done, dig("protocol", "sample_level")),
+                    key=lambda v: (order.index(v) if v in order else len(order), str(v)))
+    sample = (" or ".join(units.get(v, str(v)) for v in levels) + " is positive when it contains any tumour voxel"
+              if levels else "not recorded")
     post = _one(distinct(done, dig("protocol", "postprocess")), _postprocess_text)
     skipped = [int(v) for v in distinct(done, dig("n_skipped_dice"))]
     left_out = ("none" if skipped in ([], [0]) else f"{skipped[0]} per cell" if len(skipped) == 1

@@ -58,3 +58,29 @@ def test_dice_is_undefined_not_zero_when_no_test_volume_has_tumour():
     ev.add_test(amap, seg, mask, "BraTS2021_00001", sample_scores=[1.0], sample_labels=[0])
     out = ev.finish()
     assert np.isnan(out["metrics"]["dice_valbest_score"]) and out["n_skipped_dice"] == 1
+
+
+def test_3d_sample_level_is_per_patch_with_labels_from_each_window():
+    """Every BraTS volume holds tumour, so 3D samples are sliding-window patches: a patch is
+    positive when the tumour reaches into it, and the FLAIR threshold ranks those first."""
+    from brats_ad.bench.scoring import _sample_level
+    from brats_ad.infer.volume import score_volume
+    from brats_ad.metrics.sample import sample_auroc_score
+    from brats_ad.models.threshold import IntensityThreshold
+    from brats_ad.scorers.model_map import ModelMap
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(0.0, 0.1, (1, 24, 24, 20)).astype(np.float32)
+    seg = np.zeros((24, 24, 20), np.uint8)
+    seg[3:8, 4:9, 2:6] = 2
+    image[0][seg > 0] += 1.0
+    mask = np.ones(seg.shape, bool)
+    model = IntensityThreshold.from_params(spatial_dims=3, in_channels=1, modalities=("flair",))
+    result = score_volume(model, image, mask, {"map": ModelMap()}, spatial_dims=3, size=8,
+                          overlap=0.5, device="cpu")
+    scores, labels = _sample_level(result, "map", seg, mask, 3, 8)
+    windows = result.windows[result.scored]
+    assert len(scores) == len(labels) == len(windows) > 1
+    expected = [int((seg[x:x + 8, y:y + 8, z:z + 8] > 0).any()) for x, y, z in windows]
+    assert labels == expected and 0 < sum(labels) < len(labels)
+    assert sample_auroc_score(np.array(labels), np.array(scores)) == 1.0

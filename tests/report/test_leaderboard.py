@@ -80,7 +80,7 @@ def test_protocol_paragraph_states_the_evaluation(rendered):
     for needle in ("`synthetic`", "t1, t1ce, t2, flair", "`9a1b2c3d`", "`5e6f7a8b`",
                    "40 training / 10 validation / 20 test patients", "tumour-free slices",
                    "maximises Dice on the validation", "q = 0.99 quantile", "⌈Dice⌉ (oracle)",
-                   "a slice is positive when it contains any tumour voxel",
+                   "an axial slice (2D) is positive when it contains any tumour voxel",
                    "erode_brain = 0, fill = min, median_size = 0", "0–1 per cell", "ranked by Voxel AUPRC"):
         assert needle in protocol, needle
     assert "⌈Dice⌉ (oracle) ↑" in text.split("## 2D", 1)[1]
