@@ -12,7 +12,6 @@ loading, early stopping and the metrics are not in it); the measured warm-ups ta
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -138,6 +137,7 @@ def measure_unit(cfg: BenchConfig, unit: Unit, registries: Any) -> tuple[float |
 
     from brats_ad.infer.volume import DEFAULT_BATCH_SIZE
     from brats_ad.train.device import LoopOptimizer, select_device
+    from brats_ad.train.gpu import timed as device_timed
 
     settings = cfg.train_settings(unit.spec, unit.seed)
     device = select_device(settings.device)
@@ -152,13 +152,7 @@ def measure_unit(cfg: BenchConfig, unit: Unit, registries: Any) -> tuple[float |
 
     def timed(fn: Any) -> float:
         fn()  # warm-up (allocations, cudnn autotuning)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - t0
+        return device_timed(fn, device)
 
     step_s = None
     if getattr(model, "trainable", True):
