@@ -30,7 +30,8 @@ HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "configs" / "normalisation_2d.toml"
 MARKER = '{ name = "median-scale" },'
 VARIANTS = {
-    "median-scale (scale 2, default)": '{ name = "median-scale" },',
+    "median-scale (default: scale 2)": '{ name = "median-scale" },',
+    "median-scale, compress, knee 0.8": '{ name = "median-scale", compress = true, knee = 0.8 },',
     "median-scale scale 4": '{ name = "median-scale", scale = 4.0 },',
     "percentile-scale": '{ name = "percentile-scale" },',
     "zscore (background -3)": '{ name = "zscore", background = -3.0 },',

@@ -40,9 +40,9 @@ def brats_ad_register_preprocessors(registry: Registry) -> None:
     )
     registry.add(
         "median-scale", f"{_P}.intensity:MedianScale",
-        help="per channel 2x/(scale*brain median) - 1: background -1, median 0, 2x median +1, no "
-        "clipping; tumour-independent, so pooled thresholds work (default)",
-        params={"scale": 2.0, "background": -1.0},
+        help="per channel 2x/(scale*brain median) - 1 (background -1, median 0, no clipping; compress: "
+        "values above knee squeezed below +1); tumour-independent, so pooled thresholds work (default)",
+        params={"scale": 2.0, "compress": False, "knee": 0.8, "background": -1.0},
     )
     registry.add(
         "percentile-scale", f"{_P}.intensity:PercentileScale",

@@ -36,7 +36,7 @@ def test_percentile_scale_range_and_background(scan):
     assert out.meta["steps"][-1]["name"] == "percentile-scale"
 
 
-def test_median_scale_maps_zero_median_and_multiples_without_clipping(scan):
+def test_median_scale_linear_part_maps_zero_median_and_multiples(scan):
     out = MedianScale(scale=4.0)(scan)
     brain = out.brain_mask
     for c, channel in enumerate(out.image):
@@ -44,15 +44,42 @@ def test_median_scale_maps_zero_median_and_multiples_without_clipping(scan):
         assert np.median(channel[brain]) == pytest.approx(-0.5, abs=1e-5)  # 2 / 4 - 1
         np.testing.assert_allclose(channel[brain], scan.image[c][brain] / (2 * median) - 1, rtol=1e-5, atol=1e-6)
         assert np.all(channel[~brain] == -1.0)  # zero signal and background meet at -1
-    default = MedianScale()(scan)  # scale 2: x / median - 1, the median at 0
-    for c, channel in enumerate(default.image):
-        np.testing.assert_allclose(channel[brain], scan.image[c][brain] / np.median(scan.image[c][brain]) - 1,
-                                   rtol=1e-5, atol=1e-6)
     bright = scan.image.copy()
-    bright[1, 5, 5, 5] = 50 * np.median(scan.image[1][brain])  # far above 4x the median: kept, not clipped
-    out = MedianScale(scale=4.0)(Scan("c", bright, scan.modalities, np.eye(4), brain_mask=brain))
+    bright[1, 5, 5, 5] = 50 * np.median(scan.image[1][brain])  # far above: kept, not clipped
+    out = MedianScale()(Scan("c", bright, scan.modalities, np.eye(4), brain_mask=brain))
     ratio = bright[1, 5, 5, 5] / np.median(bright[1][brain])  # ~50 (the spike moved the median a little)
-    assert out.image[1, 5, 5, 5] == pytest.approx(ratio / 2 - 1, rel=1e-5)
+    assert out.image[1, 5, 5, 5] == pytest.approx(ratio - 1, rel=1e-5)
+
+
+def test_median_scale_centres_the_median_and_compresses_only_above_the_knee(scan):
+    brain = scan.image.any(axis=0)
+    linear = MedianScale()(scan).image  # the default: scale 2, no compression
+    out = MedianScale(compress=True, knee=0.5)(scan).image
+    for c in range(2):
+        lin, got = linear[c][brain], out[c][brain]
+        np.testing.assert_allclose(lin, scan.image[c][brain] / np.median(scan.image[c][brain]) - 1, rtol=1e-5, atol=1e-6)
+        below = lin <= 0.5
+        np.testing.assert_array_equal(got[below], lin[below])  # identity up to the knee
+        assert np.all(got < 1.0)
+        order = np.argsort(lin, kind="stable")  # strictly increasing: the same ranking
+        assert np.all(np.diff(got[order]) >= 0) and np.array_equal(np.argsort(got, kind="stable"), order)
+    v = np.array([0.5, 0.5001, 1.0, 2.8, 10.0], np.float32)
+    from brats_ad.preprocess.intensity import compress_above
+
+    compress_above(v, 0.5)
+    assert v[0] == 0.5 and abs(v[1] - 0.5001) < 1e-6 and np.all(np.diff(v) > 0) and v[-1] <= 1.0  # slope 1 at the knee
+
+
+def test_median_scale_compress_keeps_real_t2_within_a_tanh_range(shared_data):
+    """On the real BraTS case 11.6 % of the T2 brain lies above twice its median (CSF)."""
+    from brats_ad.data.brats import BratsDataset
+    from brats_ad.data.loading import load_case
+
+    scan = load_case(BratsDataset(shared_data / "real_brats2023_met").cases()[0], ("t2",))
+    linear = MedianScale()(scan).image[0][scan.brain_mask]
+    out = MedianScale(compress=True)(scan).image[0][scan.brain_mask]
+    assert (linear > 1).mean() > 0.05
+    assert out.max() < 1.0 and np.array_equal(np.argsort(out, kind="stable"), np.argsort(linear, kind="stable"))
 
 
 def test_median_scale_keeps_healthy_tissue_where_it_was_when_a_tumour_appears():
@@ -99,8 +126,8 @@ def test_median_scale_warns_on_a_non_positive_median():
     assert np.all(out.image[0][out.brain_mask] == 0.0)
 
 
-STEPS = [ZScore(), PercentileScale(), MedianScale()]
-STEP_IDS = ["zscore", "percentile-scale", "median-scale"]
+STEPS = [ZScore(), PercentileScale(), MedianScale(), MedianScale(compress=True, knee=0.2)]
+STEP_IDS = ["zscore", "percentile-scale", "median-scale", "median-scale-compress"]
 
 
 @pytest.mark.parametrize(
@@ -167,3 +194,10 @@ def test_intensity_steps_do_not_depend_on_memory_layout(scan, step):
         flips = (slice(None), slice(None, None, -1), slice(None, None, -1)) if image.strides[1] < 0 else ()
         reference = expected[(slice(None), *flips[1:])] if flips else expected
         np.testing.assert_allclose(out, reference, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, match", [({"knee": 1.0}, "knee must be in"), ({"knee": -1.5}, "knee must be in"),
+                                           ({"compress": "yes"}, "compress must be true or false")])
+def test_median_scale_rejects_bad_knee_settings(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        MedianScale(**kwargs)
