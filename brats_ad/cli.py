@@ -176,7 +176,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         config,
         data=data,
         out=Path(args.out) if args.out else None,
-        dataset=args.dataset,
+        dataset=args.dataset, max_cases=args.max_cases,
         dry_run=args.dry_run, progress=not args.quiet, console=console,
         executor=args.executor,
         executor_params={k: v for k, v in flags.items() if v is not None},
@@ -187,7 +187,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from brats_ad.bench.status import bench_status
 
     out_dir = resolve_bench_config(config, data=data, out=Path(args.out) if args.out else None,
-                                   dataset=args.dataset).out
+                                   dataset=args.dataset, max_cases=args.max_cases).out
     if not bench_status(out_dir, refresh=False).finished:  # SLURM jobs still queued or running
         console.print(f"leaderboard once the jobs finish: brats-ad leaderboard {out_dir}")
         return code
@@ -262,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "are read with the 'brats' plugin into runs/bench/default-<folder>")
     p.add_argument("--dataset", default=None,
                    help="dataset plugin (overrides [dataset] name, drops its params; see 'brats-ad plugins')")
+    p.add_argument("--max-cases", type=int, default=None, metavar="N",
+                   help="use a seeded subset of N patients (overrides [dataset] max_cases; default: every case)")
     p.add_argument("--out", default=None, help="output folder (overrides [bench] out); rerun to resume")
     p.add_argument("--dry-run", action="store_true", help="print the expanded matrix and a cost estimate")
     p.add_argument("--no-leaderboard", action="store_true", help="do not write leaderboards/<out name>.md at the end")

@@ -58,6 +58,8 @@ class DatasetSection:
     params: Mapping[str, Any] = field(default_factory=dict)
     modalities: tuple[str, ...] | None = None  # None: the dataset plugin's default
     pipeline: str | tuple[Mapping[str, Any], ...] | None = None  # None: the dataset's default
+    max_cases: int | None = None  # a seeded subset of this many patients (None: every case)
+    workers: int | None = None  # preparation processes; None: up to 8 for 32+ cases, else 1
 
 
 @dataclass(frozen=True)
@@ -189,8 +191,8 @@ class BenchConfig:
 
     def with_overrides(self, *, data: Path | None = None, out: Path | None = None, executor: str | None = None,
                        executor_params: Mapping[str, Any] | None = None,
-                       dataset: str | None = None) -> "BenchConfig":
-        """The CLI's ``--data``, ``--dataset``, ``--out``, ``--executor`` and executor flags.
+                       dataset: str | None = None, max_cases: int | None = None) -> "BenchConfig":
+        """The CLI's ``--data``, ``--dataset``, ``--max-cases``, ``--out``, ``--executor`` and executor flags.
 
         Naming another dataset plugin drops ``[dataset] params`` (they belong to the old one);
         naming another executor than the config's drops the config's executor parameters.
@@ -200,6 +202,9 @@ class BenchConfig:
             cfg = replace(cfg, dataset=replace(cfg.dataset, root=Path(data)))
         if dataset is not None and dataset != cfg.dataset.name:
             cfg = replace(cfg, dataset=replace(cfg.dataset, name=dataset, params={}))
+        if max_cases is not None:
+            check_int("--max-cases", max_cases, 1)
+            cfg = replace(cfg, dataset=replace(cfg.dataset, max_cases=max_cases))
         if out is not None:
             cfg = replace(cfg, out=Path(out))
         if executor is not None or executor_params:
@@ -213,7 +218,8 @@ class BenchConfig:
         """Everything but paths and the matrix axes: what a cell's numbers depend on."""
         return {
             "dataset": {"name": self.dataset.name, "params": jsonable(self.dataset.params),
-                        "modalities": jsonable(self.dataset.modalities), "pipeline": jsonable(self.dataset.pipeline)},
+                        "modalities": jsonable(self.dataset.modalities), "pipeline": jsonable(self.dataset.pipeline),
+                        "max_cases": self.dataset.max_cases},
             "split": jsonable(self.split.__dict__),
             "strategy": self.strategy,
             "healthy": None if self.healthy is None else {
@@ -369,6 +375,10 @@ def _parse_dataset(raw: Mapping[str, Any]) -> DatasetSection:
         kw["modalities"] = _modalities("dataset.modalities", raw["modalities"])
     if "pipeline" in raw:
         kw["pipeline"] = _pipeline("dataset.pipeline", raw["pipeline"])
+    for key in ("max_cases", "workers"):
+        if key in raw:
+            check_int(f"dataset.{key}", raw[key], 1)
+            kw[key] = raw[key]
     return DatasetSection(**kw)
 
 

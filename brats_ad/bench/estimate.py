@@ -79,14 +79,17 @@ def volume_shape(cfg: BenchConfig) -> tuple[int, int, int]:
 
 
 def count_cases(cfg: BenchConfig) -> int | None:
+    """Cases the bench will use (roughly: folders count as cases; ``max_cases`` caps them)."""
+    n: int | None = None
     if isinstance(cfg.dataset.params.get("cases"), int):
-        return int(cfg.dataset.params["cases"])
-    if cfg.dataset.name == "synthetic":
-        return 24
-    root = Path(cfg.dataset.root)
-    if root.is_dir():
-        return sum(1 for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    return None
+        n = int(cfg.dataset.params["cases"])
+    elif cfg.dataset.name == "synthetic":
+        n = 24
+    elif Path(cfg.dataset.root).is_dir():
+        n = sum(1 for p in Path(cfg.dataset.root).iterdir() if p.is_dir() and not p.name.startswith("."))
+    if n is not None and cfg.dataset.max_cases is not None:
+        n = min(n, cfg.dataset.max_cases)
+    return n
 
 
 def split_counts(cfg: BenchConfig, n_cases: int | None) -> dict[str, int]:

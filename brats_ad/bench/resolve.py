@@ -19,6 +19,7 @@ def resolve_bench_config(
     data: Path | None = None,
     out: Path | None = None,
     dataset: str | None = None,
+    max_cases: int | None = None,
     executor: str | None = None,
     executor_params: Mapping[str, Any] | None = None,
     console: "Console | None" = None,
@@ -40,9 +41,11 @@ def resolve_bench_config(
         if console is not None:
             console.print(f"[yellow]note[/] {data} holds case folders that 'brats-ad synth' did not write: "
                           f"reading them with the 'brats' dataset plugin into {out} "
-                          "(pass --dataset NAME to choose another plugin)")
+                          "(pass --dataset NAME to choose another plugin"
+                          + ("; every case is prepared first, --max-cases N for a quick look)" if max_cases is None
+                             else ")"))
     return cfg.with_overrides(data=data, out=out, dataset=dataset, executor=executor,
-                              executor_params=executor_params)
+                              executor_params=executor_params, max_cases=max_cases)
 
 
 def _holds_real_cases(root: Path) -> bool:

@@ -67,6 +67,7 @@ def run_bench(
     executor_params: Mapping[str, Any] | None = None,
     registries_factory: Callable[[], Any] | str | None = None,
     dataset: str | None = None,
+    max_cases: int | None = None,
 ) -> int:
     """Run (or with ``dry_run`` only show) the benchmark a TOML config describes.
 
@@ -87,8 +88,8 @@ def run_bench(
     console = console or Console(stderr=True, highlight=False)
     from brats_ad.bench.resolve import resolve_bench_config
 
-    cfg = resolve_bench_config(config_path, data=data, out=out, dataset=dataset, executor=executor,
-                               executor_params=executor_params, console=console)
+    cfg = resolve_bench_config(config_path, data=data, out=out, dataset=dataset, max_cases=max_cases,
+                               executor=executor, executor_params=executor_params, console=console)
     if registries is None:
         from brats_ad.plugins import get_registries
 
@@ -248,7 +249,8 @@ class BenchRunner:
 
         cfg = self.cfg
         cases, pipeline, cache_dir = self._prepare(cfg.dataset.name, cfg.dataset.root, cfg.dataset.params,
-                                                   cfg.dataset.pipeline, cfg.cache_root, resolved_modalities(cfg, self.registries))
+                                                   cfg.dataset.pipeline, cfg.cache_root, resolved_modalities(cfg, self.registries),
+                                                   max_cases=cfg.dataset.max_cases, workers=cfg.dataset.workers)
         ids = [c.case_id for c in cases]
         fingerprint = dataset_fingerprint(cases, resolved_modalities(cfg, self.registries))
         self._check_dataset(fingerprint, pipeline.config_hash())
@@ -266,7 +268,8 @@ class BenchRunner:
         return data
 
     def _prepare(self, dataset: str, root: Path, params: Any, pipeline_spec: Any, cache_root: Path,
-                 modalities: tuple[str, ...]) -> tuple[list[Any], Any, Path]:
+                 modalities: tuple[str, ...], *, max_cases: int | None = None,
+                 workers: int | None = None) -> tuple[list[Any], Any, Path]:
         from brats_ad.data.prepare import prepare_dataset, resolve_pipeline
         from brats_ad.preprocess.pipeline import build_pipeline
 
@@ -282,11 +285,22 @@ class BenchRunner:
         cases = entry.load()(root, **entry.resolve_params(overrides)).cases()
         if not cases:
             raise DataError(f"no cases found in {root} by dataset {dataset!r}; check --data / [dataset] root")
+        if max_cases is not None:
+            from brats_ad.data.splits import subset_patients
+
+            keep = set(subset_patients([c.case_id for c in cases], max_cases, self.cfg.split.seed))
+            if len(keep) < len(cases):
+                self.console.print(f"[yellow]note[/] using {len(keep)} of {len(cases)} cases in {root}: "
+                                   f"{max_cases} patients drawn with split seed {self.cfg.split.seed} "
+                                   "([dataset] max_cases / --max-cases)")
+            cases = [c for c in cases if c.case_id in keep]
+        if workers is None:  # processes pay off once there is real work; 14 synthetic cases are not
+            workers = min(8, os.cpu_count() or 1) if len(cases) >= 32 else 1
         if isinstance(pipeline_spec, tuple):
             pipeline = build_pipeline([dict(s) for s in pipeline_spec], self.registries)
         else:
             pipeline = resolve_pipeline(pipeline_spec, dataset)
-        summary = prepare_dataset(cases, pipeline, cache_root, modalities=modalities, workers=1,
+        summary = prepare_dataset(cases, pipeline, cache_root, modalities=modalities, workers=workers,
                                   progress=self.progress, console=self.console)
         return cases, pipeline, summary.cache_dir
 

@@ -37,6 +37,19 @@ def patient_id(case_id: str) -> str:
     return match.group(1) if match else case_id
 
 
+def subset_patients(case_ids: Sequence[str], n_patients: int, seed: int) -> list[str]:
+    """The cases of ``n_patients`` patients drawn at random (seeded), in the input order.
+
+    Timepoints of one patient stay together, as in the split. Every case when there are no more
+    patients than ``n_patients``.
+    """
+    patients = sorted({patient_id(c) for c in case_ids})
+    if len(patients) <= n_patients:
+        return list(case_ids)
+    chosen = set(np.random.default_rng(seed).permutation(patients)[:n_patients].tolist())
+    return [c for c in case_ids if patient_id(c) in chosen]
+
+
 @dataclass(frozen=True)
 class Split:
     """Case ids per part; ``val`` / ``test`` are the requested sizes (fraction < 1 or count)."""

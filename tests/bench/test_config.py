@@ -115,6 +115,13 @@ def test_bad_values_fail_early(registries):
     raw.setdefault("evaluation", {})["min_component_size"] = -3
     with pytest.raises(ConfigError, match=r"evaluation.min_component_size"):
         parse_bench_config(raw)
+    for key in ("max_cases", "workers"):
+        raw = raw_tiny()
+        raw["dataset"][key] = 0
+        with pytest.raises(ConfigError, match=rf"dataset.{key} must be an integer >= 1"):
+            parse_bench_config(raw)
+    with pytest.raises(ConfigError, match=r"--max-cases must be an integer >= 1"):
+        parse_bench_config(raw_tiny()).with_overrides(max_cases=0)
     raw = raw_tiny()
     raw["training"]["strategy"] = "healthy"
     with pytest.raises(ConfigError, match=r"training.strategy must be one of tumour-free, healthy-controls"):

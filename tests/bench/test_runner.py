@@ -149,3 +149,17 @@ def test_store_rebuild_is_one_row_per_cell(tmp_path):
     assert store.is_done("a") and not store.is_done("c")
     with pytest.raises(ValueError, match="lacks"):
         store.write({"cell_id": "x"})
+
+
+def test_max_cases_uses_a_seeded_subset_of_patients(tmp_path, tiny_data, registries):
+    def own_cache_two_workers(raw: str) -> str:  # a fresh cache, so the process pool really prepares
+        raw = raw.replace(f'cache = "{tiny_data.parent / "tiny-cache"}"', f'cache = "{tmp_path / "cache"}"\nworkers = 2')
+        assert "workers = 2" in raw
+        return raw
+
+    rc, text = run(write_config(tmp_path, tiny_data, edit=own_cache_two_workers), registries, max_cases=5)
+    assert rc == 0, text
+    assert "using 5 of 6 cases" in text
+    got = rows(tmp_path / "out")
+    assert got and all(sum(r["n_cases"].values()) == 5 for r in got)
+    assert all(r["protocol"]["sample_level"] == "slice" for r in got)

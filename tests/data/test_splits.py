@@ -119,3 +119,15 @@ def test_edited_manifest_is_detected(tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(DataError, match="not a valid manifest"):
         load_split(path)
+
+
+def test_subset_patients_is_seeded_keeps_timepoints_and_order() -> None:
+    from brats_ad.data.splits import subset_patients
+
+    ids = [f"BraTS-GLI-{p:05d}-{t:03d}" for p in range(10) for t in range(2)] + ["BraTS2021_00007"]
+    a = subset_patients(ids, 4, seed=3)
+    assert a == subset_patients(ids, 4, seed=3) and a != subset_patients(ids, 4, seed=4)
+    assert len({patient_id(c) for c in a}) == 4 and len(a) in (7, 8)  # two timepoints each (one 2021 case)
+    assert all(f"{c[:-3]}000" in a and f"{c[:-3]}001" in a for c in a if c.startswith("BraTS-GLI"))
+    assert a == [c for c in ids if c in a]  # input order kept
+    assert subset_patients(ids, 50, seed=0) == ids
