@@ -161,7 +161,8 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 
 # -- brats-ad bench --------------------------------------------------------------------------------
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from brats_ad.bench.runner import run_bench
+    from brats_ad.bench.resolve import resolve_bench_config
+    from brats_ad.bench.runner import run_config
 
     console = _console()
     workers = args.workers
@@ -170,24 +171,21 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     flags = {"partition": args.partition, "gpus_per_node": args.gpus, "cpus_per_task": args.cpus,
              "timeout_min": args.time, "mem_gb": args.mem, "workers": workers,
              "wait": True if args.wait else None}
-    config = Path(args.config) if args.config else None
-    data = Path(args.data) if args.data else None
-    code = run_bench(
-        config,
-        data=data,
+    cfg = resolve_bench_config(
+        Path(args.config) if args.config else None,
+        data=Path(args.data) if args.data else None,
         out=Path(args.out) if args.out else None,
         dataset=args.dataset, max_cases=args.max_cases,
-        dry_run=args.dry_run, progress=not args.quiet, console=console,
         executor=args.executor,
         executor_params={k: v for k, v in flags.items() if v is not None},
+        console=console,
     )
+    code = run_config(cfg, dry_run=args.dry_run, progress=not args.quiet, console=console)
     if args.dry_run or args.no_leaderboard:
         return code
-    from brats_ad.bench.resolve import resolve_bench_config
     from brats_ad.bench.status import bench_status
 
-    out_dir = resolve_bench_config(config, data=data, out=Path(args.out) if args.out else None,
-                                   dataset=args.dataset, max_cases=args.max_cases).out
+    out_dir = cfg.out
     if not bench_status(out_dir, refresh=False).finished:  # SLURM jobs still queued or running
         console.print(f"leaderboard once the jobs finish: brats-ad leaderboard {out_dir}")
         return code

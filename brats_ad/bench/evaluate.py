@@ -135,18 +135,15 @@ class CellEvaluator:
         curve = self.test.compute(on_undefined="nan")
         metrics["voxel_auroc_score"] = curve.auroc_score
         metrics["voxel_auprc_score"] = curve.auprc_score
-        skipped = self.n_tumour_free
         for key in ("valbest", "healthyq"):
             acc = self.dice.get(key)
             mean = std = NAN
             if acc is not None:
-                try:
+                try:  # every volume it saw holds tumour, so only "no volume at all" is undefined
                     result = acc.compute()
                     mean, std = result.dice_mean_score, result.dice_std
-                    skipped = max(skipped, self.n_tumour_free + result.n_skipped)
                 except UndefinedMetricError as exc:
                     self.notes.append(f"dice_{key}: {exc}")
-                    skipped = max(skipped, self.n_tumour_free + len(acc._cases))
             metrics[f"dice_{key}_score"] = mean
             metrics[f"dice_{key}_std"] = std
         metrics["oracle_dice_score"] = oracle_dice_score(self.test, on_undefined="nan").oracle_dice_score
@@ -165,7 +162,7 @@ class CellEvaluator:
             "healthyq": t["healthyq"].value if t.get("healthyq") else NAN,
             "healthyq_q": self.q,
         }
-        return {"metrics": metrics, "thresholds": thresholds, "n_skipped_dice": skipped,
+        return {"metrics": metrics, "thresholds": thresholds, "n_skipped_dice": self.n_tumour_free,
                 "curves": self.curves(), "notes": list(self.notes),
                 "n_samples": {"positive": int(truth.sum()), "negative": int(truth.size - truth.sum())}}
 

@@ -85,11 +85,25 @@ def run_bench(
     """
     from rich.console import Console
 
-    console = console or Console(stderr=True, highlight=False)
     from brats_ad.bench.resolve import resolve_bench_config
 
+    console = console or Console(stderr=True, highlight=False)
     cfg = resolve_bench_config(config_path, data=data, out=out, dataset=dataset, max_cases=max_cases,
                                executor=executor, executor_params=executor_params, console=console)
+    return run_config(cfg, dry_run=dry_run, progress=progress, console=console, registries=registries,
+                      registries_factory=registries_factory)
+
+
+def run_config(
+    cfg: BenchConfig,
+    *,
+    dry_run: bool = False,
+    progress: bool = True,
+    console: "Console",
+    registries: Any = None,
+    registries_factory: Callable[[], Any] | str | None = None,
+) -> int:
+    """:func:`run_bench` for a config already resolved (``brats-ad bench`` resolves it once)."""
     if registries is None:
         from brats_ad.plugins import get_registries
 
